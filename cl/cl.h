@@ -1,0 +1,76 @@
+/*
+ * cl.h - the OpenCL device platefs renders on.
+ *
+ * Owns the platform and device choice (a GPU when present, else the CPU
+ * through PoCL, or what --device names), one context and in-order queue, the
+ * program built from the kernels embedded at build time (cl/*.cl), and an
+ * on-disk cache of compiled program binaries so a second mount does not
+ * recompile. Nothing outside cl/ and the ops' run_cl functions includes
+ * CL/cl.h.
+ *
+ * Thread safety: a pfs_cl may be shared by render threads; each op run is
+ * bracketed by pfs_cl_lock/pfs_cl_unlock, which serialise use of the queue
+ * and kernel objects (kernel arguments are not thread-safe in OpenCL).
+ */
+#ifndef PFS_CL_H
+#define PFS_CL_H
+
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <stdio.h>
+
+#include "engine/image.h"
+#include "util/error.h"
+
+struct pfs_cl_opts {
+    /* NULL or "auto": first GPU, else first CPU. "cpu" / "gpu": first of that
+     * type. "P:D": platform P, device D (indices as `platefs devices` lists).
+     * Anything else: the first device whose name contains the string. */
+    const char *device;
+    /* Directory for compiled program binaries; NULL disables the cache. */
+    const char *binary_cache_dir;
+};
+
+struct pfs_cl;
+
+/* ENODEV with a clear message when there is no platform or no such device;
+ * EIO with the full build log when the program fails to compile. */
+int pfs_cl_open(const struct pfs_cl_opts *opts, struct pfs_cl **out, pfs_error *err);
+void pfs_cl_close(struct pfs_cl *cl);
+
+/* Lists every platform and device, with the indices --device accepts. */
+int pfs_cl_list_devices(FILE *out, pfs_error *err);
+
+const char *pfs_cl_device_name(const struct pfs_cl *cl);
+/* True when the last open loaded the program from the binary cache. */
+int pfs_cl_program_from_cache(const struct pfs_cl *cl);
+
+void pfs_cl_lock(struct pfs_cl *cl);
+void pfs_cl_unlock(struct pfs_cl *cl);
+
+cl_context pfs_cl_context(struct pfs_cl *cl);
+cl_command_queue pfs_cl_queue(struct pfs_cl *cl);
+/* A kernel of the embedded program by function name, created once and kept.
+ * Call with the lock held. */
+cl_kernel pfs_cl_kernel(struct pfs_cl *cl, const char *name, pfs_error *err);
+
+/* A device buffer holding one image with the same geometry fields. */
+struct pfs_cl_image {
+    int width, height, origin_x, origin_y;
+    struct pfs_rect display;
+    cl_mem buf; /* width * height * 4 floats */
+};
+
+int pfs_cl_image_create(struct pfs_cl *cl, const struct pfs_image *like,
+                        struct pfs_cl_image *out, pfs_error *err);
+void pfs_cl_image_release(struct pfs_cl_image *img);
+int pfs_cl_upload(struct pfs_cl *cl, const struct pfs_image *src,
+                  struct pfs_cl_image *dst, pfs_error *err);
+/* Blocks until the queue has finished and the pixels are in dst. */
+int pfs_cl_download(struct pfs_cl *cl, const struct pfs_cl_image *src,
+                    struct pfs_image *dst, pfs_error *err);
+
+/* Maps an OpenCL status to a message ("CL_OUT_OF_RESOURCES"). */
+const char *pfs_cl_status_name(cl_int status);
+
+#endif

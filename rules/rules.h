@@ -1,0 +1,111 @@
+/*
+ * rules.h - per-shot rule files: parse, validate, match, hash.
+ *
+ * A rules directory holds one YAML file per shot (*.yaml / *.yml). Loading
+ * parses every file with libyaml, validates each op's parameters against its
+ * descriptor's table (engine/op.h), and checks the set against the dailies:
+ * every glob matches at least one file, no frame is matched by two files.
+ * Every problem is reported as file:line:column with a sentence a VFX
+ * coordinator understands, and a rule set with any error is never returned,
+ * so a broken file is never half-applied.
+ *
+ * This module knows nothing of pixels: it hands the engine, for a path in
+ * the dailies, the shot that owns it, the frame number, and the ops in force
+ * at that frame with their parameter values resolved (keyframes
+ * interpolated) plus a canonical text and hash of them.
+ *
+ * A loaded pfs_ruleset is immutable and reference counted, so a running mount
+ * can swap in a newly loaded set while renders still hold the old one.
+ */
+#ifndef PFS_RULES_H
+#define PFS_RULES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "engine/op.h"
+
+enum pfs_diag_severity { PFS_DIAG_ERROR, PFS_DIAG_WARNING };
+
+/* Receives each problem found while loading. file is the rule file path as
+ * given (rules_dir joined with the name); line and column are 1-based, 0 when
+ * the problem concerns the whole file. msg has no trailing newline. */
+typedef void (*pfs_rules_report_fn)(void *ud, enum pfs_diag_severity sev,
+                                    const char *file, int line, int col,
+                                    const char *msg);
+
+struct pfs_rules_opts {
+    const char *rules_dir;    /* directory of rule files */
+    const char *dailies_root; /* globs are relative to it; NULL skips the
+                                 checks against the dailies */
+    pfs_rules_report_fn report; /* NULL: log through util/log.h */
+    void *report_ud;
+};
+
+struct pfs_ruleset;
+struct pfs_shot;
+
+/* 0 and *out on success (warnings may have been reported); EINVAL when any
+ * error was reported; ENOENT/EACCES when rules_dir cannot be read. */
+int pfs_rules_load(const struct pfs_rules_opts *opts, struct pfs_ruleset **out,
+                   pfs_error *err);
+struct pfs_ruleset *pfs_ruleset_ref(struct pfs_ruleset *rs);
+void pfs_ruleset_unref(struct pfs_ruleset *rs);
+
+int pfs_ruleset_shot_count(const struct pfs_ruleset *rs);
+const struct pfs_shot *pfs_ruleset_shot(const struct pfs_ruleset *rs, int i);
+
+/*
+ * Which shot owns relpath (relative to the dailies root, no leading '/'),
+ * and at which frame. Only .exr files are matched; the frame number is the
+ * last run of digits before the extension ("A001C003.1042.exr" -> 1042).
+ * Returns NULL when no rule applies (the file passes through untouched),
+ * including when the frame lies outside the shot's `frames:` range.
+ */
+const struct pfs_shot *pfs_rules_match(const struct pfs_ruleset *rs,
+                                       const char *relpath, int *frame);
+
+const char *pfs_shot_name(const struct pfs_shot *shot);
+/* The rule file, relative to rules_dir ("A001C003.yaml"). */
+const char *pfs_shot_file(const struct pfs_shot *shot);
+/* Hex XXH3-128 of the shot's canonical form (whitespace and comments do not
+ * change it). */
+const char *pfs_shot_hash(const struct pfs_shot *shot);
+
+struct pfs_resolved_op {
+    const struct pfs_op_desc *desc;
+    pfs_pvec *vals; /* desc->nparams entries, in table order */
+};
+
+/* The ops in force for one shot at one frame. */
+struct pfs_frame_ops {
+    int nops;
+    struct pfs_resolved_op *ops;
+    /* Canonical text: one op per line, "name param=value ..." with every
+     * parameter in table order and numbers in %.17g, e.g.
+     * "relight exposure=0.35 temperature.from=4300 ...". Used verbatim as the
+     * provenance attribute and as the hash input. */
+    char *canonical;
+    char hash[33]; /* hex XXH3-128 of canonical */
+};
+
+int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
+                     pfs_error *err);
+void pfs_frame_ops_free(struct pfs_frame_ops *ops);
+
+/* A protected (performance) region at a frame: no local op may touch it. */
+struct pfs_protect_region {
+    enum { PFS_PROTECT_RECT, PFS_PROTECT_ELLIPSE } shape;
+    double x0, y0, x1, y1; /* bounding box, display coordinates */
+};
+/* Fills up to max regions in force at frame; returns how many there are. */
+int pfs_shot_protect_at(const struct pfs_shot *shot, int frame,
+                        struct pfs_protect_region *out, int max);
+
+/* `platefs check`: loads with reports printed as "file:line:col: error: msg"
+ * to `out`, then lists each shot with what it matches (files, frame range).
+ * Returns 0 when the rules are valid, 1 otherwise. */
+int pfs_rules_check(const char *rules_dir, const char *dailies_root, FILE *out);
+
+#endif
