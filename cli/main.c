@@ -1,0 +1,689 @@
+/*
+ * main.c - the `platefs` command: one binary, one subcommand per job.
+ *
+ *   platefs mount DAILIES MOUNTPOINT [options]   serve the corrected mirror
+ *   platefs check RULES --dailies DIR            validate rule files
+ *   platefs render DAILIES PATH -o OUT [options] render one frame to a file
+ *   platefs prewarm DAILIES [PATH...] [options]  render frames into the cache
+ *   platefs cache stats [--cache DIR]            what the cache holds
+ *   platefs devices                              list OpenCL devices
+ *
+ * This file only parses arguments and wires the modules together: rules,
+ * cache, OpenCL device, engine, file system, in that order, and tears them
+ * down in reverse. Every error reaches the user once, here, naming the file
+ * and what is wrong.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "cache/cache.h"
+#include "cl/cl.h"
+#include "engine/engine.h"
+#include "fs/fs.h"
+#include "rules/rules.h"
+#include "util/log.h"
+
+#define DEFAULT_CACHE_SIZE (8ull << 30)
+
+struct common_opts {
+    const char *rules_dir;
+    const char *cache_dir;
+    uint64_t cache_size;
+    const char *device; /* "reference": the C reference path, no OpenCL */
+    int threads;
+    int readahead;
+    bool no_cache;
+};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void usage(FILE *out)
+{
+    fputs("usage:\n"
+          "  platefs mount DAILIES MOUNTPOINT [--rules DIR] [--cache DIR] [--cache-size SIZE]\n"
+          "                [--device SPEC] [--threads N] [--readahead N] [-f] [-o allow_other]\n"
+          "                [--log-level error|warn|info|debug] [--syslog] [-d]\n"
+          "  platefs check RULES --dailies DIR\n"
+          "  platefs render DAILIES PATH -o OUT.exr [--rules DIR] [--device SPEC] [--timing]\n"
+          "  platefs prewarm DAILIES [PATH...] [--rules DIR] [--cache DIR] [--cache-size SIZE]\n"
+          "                [--device SPEC] [--shard I/N]\n"
+          "  platefs cache stats [--cache DIR]\n"
+          "  platefs devices\n"
+          "  platefs version\n"
+          "\n"
+          "SPEC: auto (a GPU if present, else the CPU), gpu, cpu, P:D (platform:device\n"
+          "from `platefs devices`), a device name substring, or reference (the plain C\n"
+          "implementation of every op, no OpenCL). SIZE: bytes with K, M, G or T.\n",
+          out);
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v <= 0)
+        return -1;
+    switch (*end) {
+    case 'k': case 'K': v *= 1024.0; end++; break;
+    case 'm': case 'M': v *= 1024.0 * 1024; end++; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': v *= 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static char *default_cache_dir(void)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char *dir = NULL;
+    int n;
+    if (xdg && xdg[0])
+        n = asprintf(&dir, "%s/platefs", xdg);
+    else
+        n = asprintf(&dir, "%s/.cache/platefs", home && home[0] ? home : "/var/cache");
+    return n < 0 ? NULL : dir;
+}
+
+static void report_to_stderr(void *ud, enum pfs_diag_severity sev, const char *file, int line,
+                             int col, const char *msg)
+{
+    const char *what = sev == PFS_DIAG_ERROR ? "error" : "warning";
+    if (line > 0)
+        fprintf(stderr, "%s:%d:%d: %s: %s\n", file, line, col, what, msg);
+    else
+        fprintf(stderr, "%s: %s: %s\n", file, what, msg);
+}
+
+static int load_rules(const char *rules_dir, const char *dailies, struct pfs_ruleset **out)
+{
+    *out = NULL;
+    if (!rules_dir)
+        return 0;
+    struct pfs_rules_opts ropts = {.rules_dir = rules_dir,
+                                   .dailies_root = dailies,
+                                   .report = report_to_stderr};
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = pfs_rules_load(&ropts, out, &err);
+    if (rc) {
+        if (err.msg[0])
+            fprintf(stderr, "platefs: %s\n", err.msg);
+        fprintf(stderr, "platefs: the rules in %s are not valid; nothing was mounted\n",
+                rules_dir);
+    }
+    return rc;
+}
+
+/* Everything below fs/: rules, cache, device, engine. */
+struct stack {
+    struct pfs_ruleset *rules;
+    struct pfs_cache *cache;
+    struct pfs_cl *cl;
+    struct pfs_engine *engine;
+    char *cache_dir;
+};
+
+static void stack_close(struct stack *s)
+{
+    pfs_engine_close(s->engine);
+    if (s->cl)
+        pfs_cl_close(s->cl);
+    if (s->cache)
+        pfs_cache_close(s->cache);
+    if (s->rules)
+        pfs_ruleset_unref(s->rules);
+    free(s->cache_dir);
+    memset(s, 0, sizeof *s);
+}
+
+static int stack_open(struct stack *s, const char *dailies, const struct common_opts *o,
+                      bool with_cache)
+{
+    memset(s, 0, sizeof *s);
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (load_rules(o->rules_dir, dailies, &s->rules))
+        return 1;
+
+    s->cache_dir = o->cache_dir ? strdup(o->cache_dir) : default_cache_dir();
+    if (!s->cache_dir) {
+        fprintf(stderr, "platefs: out of memory\n");
+        stack_close(s);
+        return 1;
+    }
+    if (with_cache && !o->no_cache) {
+        struct pfs_cache_opts copts = {.dir = s->cache_dir, .budget_bytes = o->cache_size};
+        if (pfs_cache_open(&copts, &s->cache, &err)) {
+            fprintf(stderr, "platefs: %s\n", err.msg);
+            stack_close(s);
+            return 1;
+        }
+    }
+    if (!o->device || strcmp(o->device, "reference") != 0) {
+        char *kernels = NULL;
+        if (asprintf(&kernels, "%s/kernels", s->cache_dir) < 0)
+            kernels = NULL;
+        struct pfs_cl_opts clopts = {.device = o->device, .binary_cache_dir = kernels};
+        int rc = pfs_cl_open(&clopts, &s->cl, &err);
+        free(kernels);
+        if (rc) {
+            fprintf(stderr, "platefs: %s\n", err.msg);
+            stack_close(s);
+            return 1;
+        }
+        pfs_log(PFS_LOG_INFO, "OpenCL device: %s", pfs_cl_device_name(s->cl));
+    }
+    struct pfs_engine_opts eopts = {.dailies_root = dailies,
+                                    .cache = s->cache,
+                                    .cl = s->cl,
+                                    .render_threads = o->threads,
+                                    .readahead = o->readahead};
+    if (pfs_engine_open(&eopts, s->rules, &s->engine, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        stack_close(s);
+        return 1;
+    }
+    return 0;
+}
+
+static char *real_dir(const char *path, const char *what)
+{
+    char *r = realpath(path, NULL);
+    struct stat st;
+    if (!r || stat(r, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "platefs: %s %s: %s\n", what, path,
+                r ? "not a directory" : strerror(errno));
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+enum {
+    OPT_RULES = 1000, OPT_CACHE, OPT_CACHE_SIZE, OPT_DEVICE, OPT_THREADS, OPT_READAHEAD,
+    OPT_LOG_LEVEL, OPT_SYSLOG, OPT_DAILIES, OPT_TIMING, OPT_SHARD, OPT_NO_CACHE,
+};
+
+static const struct option long_opts[] = {
+    {"rules", required_argument, NULL, OPT_RULES},
+    {"cache", required_argument, NULL, OPT_CACHE},
+    {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"readahead", required_argument, NULL, OPT_READAHEAD},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"syslog", no_argument, NULL, OPT_SYSLOG},
+    {"dailies", required_argument, NULL, OPT_DAILIES},
+    {"timing", no_argument, NULL, OPT_TIMING},
+    {"shard", required_argument, NULL, OPT_SHARD},
+    {"output", required_argument, NULL, 'o'},
+    {"foreground", no_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+struct parsed {
+    struct common_opts common;
+    int log_level;
+    bool use_syslog;
+    bool foreground;
+    bool fuse_debug;
+    bool allow_other;
+    bool timing;
+    const char *dailies;
+    const char *output;
+    unsigned shard_index, shard_count;
+    int npos;
+    char **pos;
+};
+
+static int parse_args(int argc, char **argv, struct parsed *p)
+{
+    memset(p, 0, sizeof *p);
+    p->common.cache_size = DEFAULT_CACHE_SIZE;
+    p->common.readahead = -1;
+    p->log_level = PFS_LOG_INFO;
+    p->shard_count = 1;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "o:fdh", long_opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_RULES: p->common.rules_dir = optarg; break;
+        case OPT_CACHE: p->common.cache_dir = optarg; break;
+        case OPT_NO_CACHE: p->common.no_cache = true; break;
+        case OPT_CACHE_SIZE:
+            if (parse_size(optarg, &p->common.cache_size)) {
+                fprintf(stderr, "platefs: --cache-size %s: expected bytes such as 8G or 500M\n",
+                        optarg);
+                return -1;
+            }
+            break;
+        case OPT_DEVICE: p->common.device = optarg; break;
+        case OPT_THREADS: p->common.threads = atoi(optarg); break;
+        case OPT_READAHEAD: p->common.readahead = atoi(optarg); break;
+        case OPT_LOG_LEVEL:
+            p->log_level = pfs_log_level_parse(optarg);
+            if (p->log_level < 0) {
+                fprintf(stderr, "platefs: --log-level %s: expected error, warn, info or debug\n",
+                        optarg);
+                return -1;
+            }
+            break;
+        case OPT_SYSLOG: p->use_syslog = true; break;
+        case OPT_DAILIES: p->dailies = optarg; break;
+        case OPT_TIMING: p->timing = true; break;
+        case OPT_SHARD:
+            if (sscanf(optarg, "%u/%u", &p->shard_index, &p->shard_count) != 2 ||
+                p->shard_count == 0 || p->shard_index >= p->shard_count) {
+                fprintf(stderr, "platefs: --shard %s: expected I/N with 0 <= I < N\n", optarg);
+                return -1;
+            }
+            break;
+        case 'o':
+            /* -o is the output file for render, a FUSE option for mount. */
+            if (strcmp(optarg, "allow_other") == 0)
+                p->allow_other = true;
+            else if (strcmp(optarg, "ro") == 0 || strcmp(optarg, "default_permissions") == 0)
+                ;
+            else
+                p->output = optarg;
+            break;
+        case 'f': p->foreground = true; break;
+        case 'd': p->fuse_debug = true; p->foreground = true; break;
+        case 'h': usage(stdout); exit(0);
+        default: return -1;
+        }
+    }
+    p->npos = argc - optind;
+    p->pos = argv + optind;
+    return 0;
+}
+
+/* ---- mount ------------------------------------------------------------- */
+
+static int ready_pipe = -1;
+
+/* In a background start: tell the waiting parent the mount is up, then
+ * leave the terminal. */
+static void mount_ready(void *ud)
+{
+    if (ready_pipe < 0)
+        return;
+    char ok = 0;
+    if (write(ready_pipe, &ok, 1) != 1)
+        pfs_log(PFS_LOG_WARN, "could not tell the starting process that the mount is up");
+    close(ready_pipe);
+    ready_pipe = -1;
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) {
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        if (null > 2)
+            close(null);
+    }
+}
+
+static int cmd_mount(struct parsed *p)
+{
+    if (p->npos != 2) {
+        usage(stderr);
+        return 2;
+    }
+    char *dailies = real_dir(p->pos[0], "dailies");
+    char *mountpoint = dailies ? real_dir(p->pos[1], "mount point") : NULL;
+    if (!mountpoint) {
+        free(dailies);
+        return 1;
+    }
+
+    /* Fork before any thread or OpenCL driver exists; the parent waits until
+     * the child has mounted (exit 0) or failed (exit 1, errors already on
+     * the terminal). */
+    if (!p->foreground) {
+        int fds[2];
+        if (pipe(fds) != 0) {
+            perror("platefs: pipe");
+            return 1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("platefs: fork");
+            return 1;
+        }
+        if (pid > 0) {
+            close(fds[1]);
+            char byte;
+            ssize_t n;
+            do
+                n = read(fds[0], &byte, 1);
+            while (n < 0 && errno == EINTR);
+            if (n == 1)
+                return 0;
+            int status;
+            waitpid(pid, &status, 0);
+            return 1;
+        }
+        close(fds[0]);
+        ready_pipe = fds[1];
+        setsid();
+        if (!p->use_syslog)
+            p->use_syslog = true; /* stderr goes away once the mount is up */
+    }
+    pfs_log_setup((enum pfs_log_level)p->log_level, p->use_syslog);
+
+    struct stack s;
+    if (stack_open(&s, dailies, &p->common, true)) {
+        free(dailies);
+        free(mountpoint);
+        return 1;
+    }
+    struct pfs_fs_opts fopts = {.dailies_root = dailies,
+                                .mountpoint = mountpoint,
+                                .rules_dir = p->common.rules_dir,
+                                .allow_other = p->allow_other,
+                                .fuse_debug = p->fuse_debug,
+                                .on_ready = mount_ready};
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = pfs_fs_run(&fopts, s.engine, &err);
+    if (rc)
+        fprintf(stderr, "platefs: %s\n", err.msg);
+    stack_close(&s);
+    free(dailies);
+    free(mountpoint);
+    return rc ? 1 : 0;
+}
+
+/* ---- render, prewarm ----------------------------------------------------- */
+
+static int open_frame(struct stack *s, const char *dailies, const char *relpath,
+                      struct pfs_frame **f)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", dailies, relpath) < 0)
+        return 1;
+    struct stat st;
+    int rc = lstat(path, &st);
+    if (rc != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "platefs: %s: %s\n", path, rc ? strerror(errno) : "not a file");
+        free(path);
+        return 1;
+    }
+    free(path);
+    pfs_error err;
+    pfs_error_clear(&err);
+    pfs_engine_frame_open(s->engine, relpath, &st, f, &err);
+    if (!*f) {
+        fprintf(stderr, "platefs: %s: no rule applies to this file\n", relpath);
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_render(struct parsed *p)
+{
+    if (p->npos != 2 || !p->output) {
+        usage(stderr);
+        return 2;
+    }
+    pfs_log_setup((enum pfs_log_level)p->log_level, false);
+    char *dailies = real_dir(p->pos[0], "dailies");
+    if (!dailies)
+        return 1;
+    struct stack s;
+    p->common.readahead = 0;
+    if (stack_open(&s, dailies, &p->common, false)) {
+        free(dailies);
+        return 1;
+    }
+    struct pfs_frame *f = NULL;
+    int rc = open_frame(&s, dailies, p->pos[1], &f);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    double timing[3];
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (rc == 0 && pfs_engine_render(s.engine, f, &buf, &len, timing, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        rc = 1;
+    }
+    if (rc == 0) {
+        FILE *out = fopen(p->output, "wb");
+        if (!out || fwrite(buf, 1, len, out) != len || fclose(out) != 0) {
+            fprintf(stderr, "platefs: %s: %s\n", p->output, strerror(errno));
+            rc = 1;
+        }
+        if (rc == 0 && p->timing)
+            printf("decode_ms %.3f\nops_ms %.3f\nencode_ms %.3f\nbytes %zu\ndevice %s\n",
+                   timing[0], timing[1], timing[2], len,
+                   s.cl ? pfs_cl_device_name(s.cl) : "reference");
+    }
+    free(buf);
+    pfs_frame_release(f);
+    stack_close(&s);
+    free(dailies);
+    return rc;
+}
+
+struct prewarm_walk {
+    struct stack *s;
+    struct parsed *p;
+    const char *dailies;
+    unsigned long frames, rendered, failed;
+};
+
+static void prewarm_file(struct prewarm_walk *w, const char *relpath)
+{
+    if (w->p->shard_count > 1 &&
+        XXH3_64bits(relpath, strlen(relpath)) % w->p->shard_count != w->p->shard_index)
+        return;
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", w->dailies, relpath) < 0)
+        return;
+    struct stat st;
+    struct pfs_frame *f = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+        pfs_engine_frame_open(w->s->engine, relpath, &st, &f, &err);
+    free(path);
+    if (!f)
+        return;
+    bool rendered = false;
+    w->frames++;
+    if (pfs_engine_warm(w->s->engine, f, &rendered, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        w->failed++;
+    } else if (rendered) {
+        w->rendered++;
+    }
+    fprintf(stderr, "\rprewarm: %lu frames, %lu rendered, %lu already cached, %lu failed",
+            w->frames, w->rendered, w->frames - w->rendered - w->failed, w->failed);
+    pfs_frame_release(f);
+}
+
+static void prewarm_dir(struct prewarm_walk *w, const char *rel)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s%s%s", w->dailies, rel[0] ? "/" : "", rel) < 0)
+        return;
+    struct dirent **names = NULL;
+    int n = scandir(path, &names, NULL, alphasort);
+    free(path);
+    for (int i = 0; i < n; i++) {
+        const char *name = names[i]->d_name;
+        if (name[0] != '.') {
+            char *child = NULL;
+            if (asprintf(&child, "%s%s%s", rel, rel[0] ? "/" : "", name) >= 0) {
+                if (names[i]->d_type == DT_DIR)
+                    prewarm_dir(w, child);
+                else
+                    prewarm_file(w, child);
+            }
+            free(child);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+static int cmd_prewarm(struct parsed *p)
+{
+    if (p->npos < 1) {
+        usage(stderr);
+        return 2;
+    }
+    pfs_log_setup((enum pfs_log_level)p->log_level, false);
+    char *dailies = real_dir(p->pos[0], "dailies");
+    if (!dailies)
+        return 1;
+    struct stack s;
+    p->common.readahead = 0;
+    if (stack_open(&s, dailies, &p->common, true)) {
+        free(dailies);
+        return 1;
+    }
+    if (!s.cache) {
+        fprintf(stderr, "platefs: prewarm needs a cache\n");
+        stack_close(&s);
+        free(dailies);
+        return 1;
+    }
+    struct prewarm_walk w = {.s = &s, .p = p, .dailies = dailies};
+    if (p->npos == 1) {
+        prewarm_dir(&w, "");
+    } else {
+        for (int i = 1; i < p->npos; i++)
+            prewarm_file(&w, p->pos[i]);
+    }
+    fputc('\n', stderr);
+    stack_close(&s);
+    free(dailies);
+    return w.failed ? 1 : 0;
+}
+
+/* ---- check, cache, devices ---------------------------------------------- */
+
+static int cmd_check(struct parsed *p)
+{
+    if (p->npos != 1 || !p->dailies) {
+        usage(stderr);
+        return 2;
+    }
+    return pfs_rules_check(p->pos[0], p->dailies, stdout);
+}
+
+static int cmd_cache(struct parsed *p)
+{
+    if (p->npos != 1 || strcmp(p->pos[0], "stats") != 0) {
+        usage(stderr);
+        return 2;
+    }
+    char *dir = p->common.cache_dir ? strdup(p->common.cache_dir) : default_cache_dir();
+    struct pfs_cache_opts copts = {.dir = dir, .budget_bytes = p->common.cache_size,
+                                   .read_only = true};
+    struct pfs_cache *c = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    struct pfs_cache_stats st;
+    int rc = pfs_cache_open(&copts, &c, &err);
+    if (rc == 0)
+        rc = pfs_cache_stats(c, &st, &err);
+    if (rc) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        if (c)
+            pfs_cache_close(c);
+        free(dir);
+        return 1;
+    }
+    printf("cache      %s\n"
+           "entries    %llu\n"
+           "bytes      %llu\n"
+           "file       %llu\n"
+           "budget     %llu\n"
+           "hits       %llu\n"
+           "misses     %llu\n"
+           "renders    %llu\n"
+           "evictions  %llu\n",
+           dir, (unsigned long long)st.entries, (unsigned long long)st.value_bytes,
+           (unsigned long long)st.file_bytes, (unsigned long long)st.budget_bytes,
+           (unsigned long long)st.counters[PFS_CACHE_HITS],
+           (unsigned long long)st.counters[PFS_CACHE_MISSES],
+           (unsigned long long)st.counters[PFS_CACHE_RENDERS],
+           (unsigned long long)st.counters[PFS_CACHE_EVICTIONS]);
+    pfs_cache_close(c);
+    free(dir);
+    return 0;
+}
+
+static int cmd_devices(void)
+{
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (pfs_cl_list_devices(stdout, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("platefs %s\n", PFS_VERSION);
+        return 0;
+    }
+    struct parsed p;
+    if (parse_args(argc - 1, argv + 1, &p)) {
+        usage(stderr);
+        return 2;
+    }
+    pfs_log_setup((enum pfs_log_level)p.log_level, p.use_syslog);
+    if (strcmp(cmd, "mount") == 0)
+        return cmd_mount(&p);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(&p);
+    if (strcmp(cmd, "render") == 0)
+        return cmd_render(&p);
+    if (strcmp(cmd, "prewarm") == 0)
+        return cmd_prewarm(&p);
+    if (strcmp(cmd, "cache") == 0)
+        return cmd_cache(&p);
+    if (strcmp(cmd, "devices") == 0)
+        return cmd_devices();
+    fprintf(stderr, "platefs: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

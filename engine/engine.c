@@ -1,0 +1,975 @@
+/*
+ * engine.c - frames, keys, and the render pool; see engine.h for the model.
+ *
+ * Three structures, one mutex:
+ *  - the frame table: relpath -> the newest pfs_frame built for it, so that
+ *    getattr of a listed directory reads each source header once;
+ *  - the job list: every render queued, running, or finished and still held
+ *    in memory (bounded by memory_budget), found by cache key, which is what
+ *    makes concurrent reads of one uncached frame render it once;
+ *  - two FIFO queues, demanded renders before readahead ones.
+ * Render threads take a job, render it without the lock, store it in the
+ * cache, then answer every read that joined it while it ran.
+ */
+#include "engine.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "cl/cl.h"
+#include "engine/exr.h"
+#include "engine/op.h"
+#include "rules/rules.h"
+#include "util/log.h"
+
+/* Bump when the bytes produced for the same inputs change (encoder layout,
+ * op maths): old cache entries then stop matching instead of being served. */
+#define PFS_ENGINE_OUTPUT_VERSION "platefs-engine/1"
+/* Until `platefs learn` exists there is no production model. */
+#define PFS_MODEL_VERSION "none"
+
+#define FRAME_TABLE_BUCKETS 4096
+#define MAX_ATTRS 9
+#define MAX_HELD_JOBS 256
+
+struct pfs_frame {
+    atomic_int refs;
+    char *relpath;
+    char *path;
+    off_t src_size;
+    time_t src_mtime;
+    long src_mtime_ns;
+    uint64_t rules_gen;
+    struct pfs_ruleset *rules; /* keeps shot and ops alive */
+    const struct pfs_shot *shot;
+    int frame_no;
+    struct pfs_frame_ops *ops;
+    struct pfs_exr_source *src; /* NULL when the header could not be read */
+    struct pfs_exr_attr attrs[MAX_ATTRS];
+    char *attr_values[MAX_ATTRS];
+    int nattrs;
+    uint64_t size;
+    struct pfs_cache_key key;
+    int error;       /* set when src is NULL */
+    char *error_msg; /* why, naming the file */
+    struct pfs_frame *table_next;
+};
+
+struct waiter {
+    uint64_t off;
+    size_t len;
+    pfs_read_cb cb;
+    void *ud;
+    struct waiter *next;
+};
+
+enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+struct job {
+    struct pfs_cache_key key;
+    struct pfs_frame *frame;
+    enum job_state state;
+    bool demanded;
+    struct waiter *waiters;
+    uint8_t *data;
+    size_t len;
+    int err;
+    int readers; /* copying out of data without the lock */
+    bool unlinked; /* dropped from the list; freed when readers reach 0 */
+    uint64_t finished_seq;
+    struct job *list_next;
+    struct job *queue_next;
+};
+
+struct job_queue {
+    struct job *head, *tail;
+    int length;
+};
+
+struct pfs_engine {
+    char *dailies_root;
+    struct pfs_cache *cache;
+    struct pfs_cl *cl;
+    int nthreads;
+    int readahead;
+    uint64_t memory_budget;
+
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    bool stopping;
+    int running;
+
+    struct pfs_ruleset *rules;
+    uint64_t rules_gen;
+
+    struct pfs_frame *table[FRAME_TABLE_BUCKETS];
+
+    struct job *jobs;
+    int njobs_held;
+    uint64_t held_bytes;
+    uint64_t finish_seq;
+    struct job_queue demand, ahead;
+
+    pthread_t *threads;
+
+    atomic_uint_fast64_t n_renders, n_failures, n_memory_hits, n_cache_hits,
+        n_cache_misses, n_readahead;
+};
+
+/* ---- frames ------------------------------------------------------------ */
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort(); /* small strings: out of memory here is not recoverable */
+    return d;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    return s;
+}
+
+static void frame_free(struct pfs_frame *f)
+{
+    for (int i = 0; i < f->nattrs; i++)
+        free(f->attr_values[i]);
+    pfs_exr_source_free(f->src);
+    pfs_frame_ops_free(f->ops);
+    pfs_ruleset_unref(f->rules);
+    free(f->error_msg);
+    free(f->path);
+    free(f->relpath);
+    free(f);
+}
+
+static struct pfs_frame *frame_ref(struct pfs_frame *f)
+{
+    atomic_fetch_add(&f->refs, 1);
+    return f;
+}
+
+void pfs_frame_release(struct pfs_frame *f)
+{
+    if (f && atomic_fetch_sub(&f->refs, 1) == 1)
+        frame_free(f);
+}
+
+uint64_t pfs_frame_size(const struct pfs_frame *f)
+{
+    return f->size;
+}
+
+static void frame_add_attr(struct pfs_frame *f, const char *name, char *value)
+{
+    f->attrs[f->nattrs].name = name;
+    f->attrs[f->nattrs].value = value;
+    f->attr_values[f->nattrs] = value;
+    f->nattrs++;
+}
+
+/* The key covers everything the output bytes depend on; see engine.h. */
+static void frame_compute_key(struct pfs_frame *f)
+{
+    XXH3_state_t *st = XXH3_createState();
+    if (!st)
+        abort();
+    XXH3_128bits_reset(st);
+    char ident[128];
+    int n = snprintf(ident, sizeof ident, "%s%c%lld%c%lld", PFS_ENGINE_OUTPUT_VERSION, 0,
+                     (long long)f->src_size, 0, (long long)f->src_mtime);
+    XXH3_128bits_update(st, ident, (size_t)n + 1);
+    XXH3_128bits_update(st, f->relpath, strlen(f->relpath) + 1);
+    for (int i = 0; i < f->nattrs; i++) {
+        XXH3_128bits_update(st, f->attrs[i].name, strlen(f->attrs[i].name) + 1);
+        XXH3_128bits_update(st, f->attrs[i].value, strlen(f->attrs[i].value) + 1);
+    }
+    XXH128_hash_t h = XXH3_128bits_digest(st);
+    XXH3_freeState(st);
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash(&canon, h);
+    memcpy(f->key.b, canon.digest, sizeof f->key.b);
+}
+
+static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
+                                     const struct stat *st, struct pfs_ruleset *rules,
+                                     uint64_t gen, const struct pfs_shot *shot, int frame_no)
+{
+    struct pfs_frame *f = calloc(1, sizeof *f);
+    if (!f)
+        abort();
+    atomic_init(&f->refs, 1);
+    f->relpath = xstrdup(relpath);
+    f->path = xasprintf("%s/%s", e->dailies_root, relpath);
+    f->src_size = st->st_size;
+    f->src_mtime = st->st_mtim.tv_sec;
+    f->src_mtime_ns = st->st_mtim.tv_nsec;
+    f->rules_gen = gen;
+    f->rules = pfs_ruleset_ref(rules);
+    f->shot = shot;
+    f->frame_no = frame_no;
+
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = pfs_shot_resolve(shot, frame_no, &f->ops, &err);
+    if (rc == 0)
+        rc = pfs_exr_probe(f->path, &f->src, &err);
+    if (rc == 0) {
+        frame_add_attr(f, "platefs/version", xstrdup(PFS_VERSION));
+        frame_add_attr(f, "platefs/source", xstrdup(relpath));
+        frame_add_attr(f, "platefs/frame", xasprintf("%d", frame_no));
+        frame_add_attr(f, "platefs/shot", xstrdup(pfs_shot_name(shot)));
+        frame_add_attr(f, "platefs/ruleFile", xstrdup(pfs_shot_file(shot)));
+        frame_add_attr(f, "platefs/ruleHash", xstrdup(pfs_shot_hash(shot)));
+        frame_add_attr(f, "platefs/ops", xstrdup(f->ops->canonical));
+        frame_add_attr(f, "platefs/opsHash", xstrdup(f->ops->hash));
+        frame_add_attr(f, "platefs/model", xstrdup(PFS_MODEL_VERSION));
+        rc = pfs_exr_output_size(f->src, f->attrs, f->nattrs, &f->size, &err);
+    }
+    if (rc != 0) {
+        /* Still a frame: listing must not fail because one file is bad. Its
+         * size is the source's and reads answer EIO. */
+        f->error = rc;
+        f->error_msg = xstrdup(err.msg);
+        f->size = (uint64_t)st->st_size;
+        pfs_exr_source_free(f->src);
+        f->src = NULL;
+        pfs_log(PFS_LOG_ERROR, "%s", err.msg);
+    }
+    frame_compute_key(f);
+    return f;
+}
+
+static unsigned frame_bucket(const char *relpath)
+{
+    return (unsigned)(XXH3_64bits(relpath, strlen(relpath)) % FRAME_TABLE_BUCKETS);
+}
+
+static bool frame_current(const struct pfs_frame *f, const struct stat *st, uint64_t gen)
+{
+    return f->rules_gen == gen && f->src_size == st->st_size &&
+           f->src_mtime == st->st_mtim.tv_sec && f->src_mtime_ns == st->st_mtim.tv_nsec;
+}
+
+/* The frame for relpath under the current rules, building it if the table
+ * has none or only a stale one. *out is NULL when relpath is no frame. */
+static void frame_get(struct pfs_engine *e, const char *relpath, const struct stat *st,
+                      struct pfs_frame **out)
+{
+    *out = NULL;
+    pthread_mutex_lock(&e->lock);
+    struct pfs_ruleset *rules = e->rules ? pfs_ruleset_ref(e->rules) : NULL;
+    uint64_t gen = e->rules_gen;
+    unsigned b = frame_bucket(relpath);
+    struct pfs_frame *f = e->table[b];
+    while (f && strcmp(f->relpath, relpath) != 0)
+        f = f->table_next;
+    if (f && frame_current(f, st, gen)) {
+        *out = frame_ref(f);
+        pthread_mutex_unlock(&e->lock);
+        pfs_ruleset_unref(rules);
+        return;
+    }
+    pthread_mutex_unlock(&e->lock);
+
+    int frame_no = 0;
+    const struct pfs_shot *shot = rules ? pfs_rules_match(rules, relpath, &frame_no) : NULL;
+    if (!shot) {
+        pfs_ruleset_unref(rules);
+        return;
+    }
+    struct pfs_frame *built = frame_build(e, relpath, st, rules, gen, shot, frame_no);
+    pfs_ruleset_unref(rules);
+
+    /* Publish unless another thread raced us to it; then use theirs. */
+    pthread_mutex_lock(&e->lock);
+    struct pfs_frame **link = &e->table[b];
+    while (*link && strcmp((*link)->relpath, relpath) != 0)
+        link = &(*link)->table_next;
+    if (*link && frame_current(*link, st, built->rules_gen)) {
+        *out = frame_ref(*link);
+        pthread_mutex_unlock(&e->lock);
+        pfs_frame_release(built);
+        return;
+    }
+    struct pfs_frame *stale = *link;
+    if (stale) {
+        built->table_next = stale->table_next;
+        *link = built;
+    } else {
+        built->table_next = NULL;
+        *link = built;
+    }
+    *out = frame_ref(built);
+    pthread_mutex_unlock(&e->lock);
+    pfs_frame_release(stale);
+}
+
+int pfs_engine_stat(struct pfs_engine *e, const char *relpath, const struct stat *st,
+                    bool *is_frame, uint64_t *size)
+{
+    struct pfs_frame *f;
+    frame_get(e, relpath, st, &f);
+    *is_frame = f != NULL;
+    if (f) {
+        *size = f->size;
+        pfs_frame_release(f);
+    }
+    return 0;
+}
+
+int pfs_engine_frame_open(struct pfs_engine *e, const char *relpath, const struct stat *st,
+                          struct pfs_frame **out, pfs_error *err)
+{
+    frame_get(e, relpath, st, out);
+    return 0;
+}
+
+/* ---- rendering --------------------------------------------------------- */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int run_ops_cpu(const struct pfs_frame *f, void *const *uniforms,
+                       struct pfs_image *img, pfs_error *err)
+{
+    struct pfs_image tmp = *img;
+    tmp.px = NULL;
+    int rc = pfs_image_alloc(&tmp, img->width, img->height);
+    if (rc)
+        return pfs_error_set(err, rc, "%s: no memory for a %dx%d frame", f->relpath,
+                             img->width, img->height);
+    for (int i = 0; i < f->ops->nops && rc == 0; i++) {
+        const struct pfs_op_desc *d = f->ops->ops[i].desc;
+        const struct pfs_image *src[1] = {img};
+        struct pfs_op_io io = {.frame = f->frame_no, .src = src, .nsrc = 1, .dst = &tmp};
+        rc = d->run_cpu(uniforms[i], &io, err);
+        if (rc == 0) {
+            struct pfs_image swap = *img;
+            *img = tmp;
+            tmp = swap;
+        }
+    }
+    pfs_image_free(&tmp);
+    return rc;
+}
+
+/* Called with the device lock held: one upload, the chain ping-ponging
+ * between two device buffers, one download. */
+static int run_ops_cl(struct pfs_engine *e, const struct pfs_frame *f, void *const *uniforms,
+                      struct pfs_image *img, pfs_error *err)
+{
+    struct pfs_cl_image a = {0}, b = {0};
+    int rc = pfs_cl_image_create(e->cl, img, &a, err);
+    if (rc == 0)
+        rc = pfs_cl_image_create(e->cl, img, &b, err);
+    if (rc == 0)
+        rc = pfs_cl_upload(e->cl, img, &a, err);
+    struct pfs_cl_image *cur = &a, *next = &b;
+    for (int i = 0; i < f->ops->nops && rc == 0; i++) {
+        const struct pfs_op_desc *d = f->ops->ops[i].desc;
+        const struct pfs_cl_image *src[1] = {cur};
+        struct pfs_op_cl_io io = {.frame = f->frame_no, .src = src, .nsrc = 1, .dst = next};
+        rc = d->run_cl(e->cl, uniforms[i], &io, err);
+        struct pfs_cl_image *swap = cur;
+        cur = next;
+        next = swap;
+    }
+    if (rc == 0)
+        rc = pfs_cl_download(e->cl, cur, img, err);
+    pfs_cl_image_release(&a);
+    pfs_cl_image_release(&b);
+    return rc;
+}
+
+static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t **out,
+                        size_t *len, double timing[3], pfs_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    if (f->error)
+        return pfs_error_set(err, EIO, "%s", f->error_msg);
+
+    double t0 = now_ms();
+    struct pfs_image img = {0};
+    int rc = pfs_exr_decode(f->src, &img, err);
+    if (rc)
+        return rc == ENOMEM ? rc : EIO;
+    double t1 = now_ms();
+
+    int nops = f->ops->nops;
+    void **uniforms = calloc((size_t)nops + 1, sizeof *uniforms);
+    if (!uniforms)
+        rc = ENOMEM;
+    for (int i = 0; i < nops && rc == 0; i++) {
+        const struct pfs_resolved_op *op = &f->ops->ops[i];
+        if (op->desc->reads_before || op->desc->reads_after) {
+            rc = pfs_error_set(err, ENOTSUP, "%s: op %s reads neighbouring frames, which "
+                               "this engine does not provide yet", f->relpath, op->desc->name);
+            break;
+        }
+        uniforms[i] = calloc(1, op->desc->uniforms_size ? op->desc->uniforms_size : 1);
+        if (!uniforms[i])
+            rc = ENOMEM;
+        else
+            rc = op->desc->prepare(op->vals, &img, uniforms[i], err);
+    }
+    if (rc == 0) {
+        if (e->cl) {
+            pfs_cl_lock(e->cl);
+            rc = run_ops_cl(e, f, uniforms, &img, err);
+            pfs_cl_unlock(e->cl);
+        } else {
+            rc = run_ops_cpu(f, uniforms, &img, err);
+        }
+    }
+    for (int i = 0; uniforms && i < nops; i++)
+        free(uniforms[i]);
+    free(uniforms);
+    double t2 = now_ms();
+
+    if (rc == 0)
+        rc = pfs_exr_encode(f->src, f->attrs, f->nattrs, &img, out, len, err);
+    pfs_image_free(&img);
+    double t3 = now_ms();
+    if (rc == 0 && *len != f->size) {
+        /* The size promised to stat is a contract with every reader. */
+        rc = pfs_error_set(err, EIO, "%s: encoded %zu bytes but promised %llu", f->relpath,
+                           *len, (unsigned long long)f->size);
+        free(*out);
+        *out = NULL;
+    }
+    if (rc && err && err->code == 0)
+        pfs_error_set(err, rc, "%s: render failed: %s", f->relpath, strerror(rc));
+    if (timing) {
+        timing[0] = t1 - t0;
+        timing[1] = t2 - t1;
+        timing[2] = t3 - t2;
+    }
+    return rc;
+}
+
+int pfs_engine_render(struct pfs_engine *e, struct pfs_frame *f, uint8_t **out, size_t *len,
+                      double timing_ms[3], pfs_error *err)
+{
+    return render_frame(e, f, out, len, timing_ms, err);
+}
+
+/* ---- jobs -------------------------------------------------------------- */
+
+static void queue_push(struct job_queue *q, struct job *j)
+{
+    j->queue_next = NULL;
+    if (q->tail)
+        q->tail->queue_next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    q->length++;
+}
+
+static struct job *queue_pop(struct job_queue *q)
+{
+    struct job *j = q->head;
+    if (j) {
+        q->head = j->queue_next;
+        if (!q->head)
+            q->tail = NULL;
+        q->length--;
+    }
+    return j;
+}
+
+static void queue_remove(struct job_queue *q, struct job *j)
+{
+    struct job **link = &q->head;
+    struct job *prev = NULL;
+    while (*link && *link != j) {
+        prev = *link;
+        link = &(*link)->queue_next;
+    }
+    if (!*link)
+        return;
+    *link = j->queue_next;
+    if (q->tail == j)
+        q->tail = prev;
+    q->length--;
+}
+
+static struct job *job_find(struct pfs_engine *e, const struct pfs_cache_key *key)
+{
+    for (struct job *j = e->jobs; j; j = j->list_next)
+        if (memcmp(j->key.b, key->b, sizeof key->b) == 0)
+            return j;
+    return NULL;
+}
+
+static void job_free(struct job *j)
+{
+    pfs_frame_release(j->frame);
+    free(j->data);
+    free(j);
+}
+
+static void job_unlink(struct pfs_engine *e, struct job *j)
+{
+    struct job **link = &e->jobs;
+    while (*link != j)
+        link = &(*link)->list_next;
+    *link = j->list_next;
+    if (j->state == JOB_DONE) {
+        e->njobs_held--;
+        e->held_bytes -= j->len;
+    }
+    j->unlinked = true;
+    if (j->readers == 0)
+        job_free(j);
+}
+
+/* Drops the oldest finished frames until the held ones fit the budget. */
+static void jobs_trim(struct pfs_engine *e)
+{
+    while (e->held_bytes > e->memory_budget || e->njobs_held > MAX_HELD_JOBS) {
+        struct job *oldest = NULL;
+        for (struct job *j = e->jobs; j; j = j->list_next)
+            if (j->state == JOB_DONE && (!oldest || j->finished_seq < oldest->finished_seq))
+                oldest = j;
+        if (!oldest)
+            return;
+        job_unlink(e, oldest);
+    }
+}
+
+static struct job *job_new(struct pfs_frame *f)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->key = f->key;
+    j->frame = frame_ref(f);
+    j->state = JOB_QUEUED;
+    return j;
+}
+
+static void serve(const uint8_t *data, size_t total, uint64_t off, size_t len, pfs_read_cb cb,
+                  void *ud)
+{
+    size_t n = off >= total ? 0 : (size_t)(total - off < len ? total - off : len);
+    cb(ud, n ? data + off : data, n, 0);
+}
+
+/* Name of frame_no + step in the same sequence: the last run of digits of
+ * the file name, same padding. NULL when the name has no frame number. */
+static char *sibling_relpath(const char *relpath, int step)
+{
+    const char *base = strrchr(relpath, '/');
+    base = base ? base + 1 : relpath;
+    const char *dot = strrchr(base, '.');
+    const char *end = dot ? dot : base + strlen(base);
+    const char *p = end;
+    while (p > base && isdigit((unsigned char)p[-1]))
+        p--;
+    if (p == end || end - p > 9)
+        return NULL;
+    int width = (int)(end - p);
+    long n = strtol(p, NULL, 10) + step;
+    if (n < 0)
+        return NULL;
+    return xasprintf("%.*s%0*ld%s", (int)(p - relpath), relpath, width, n, end);
+}
+
+static void schedule_readahead(struct pfs_engine *e, const struct pfs_frame *f)
+{
+    for (int k = 1; k <= e->readahead; k++) {
+        char *rel = sibling_relpath(f->relpath, k);
+        if (!rel)
+            return;
+        char *abs = xasprintf("%s/%s", e->dailies_root, rel);
+        struct stat st;
+        struct pfs_frame *next = NULL;
+        if (lstat(abs, &st) == 0 && S_ISREG(st.st_mode))
+            frame_get(e, rel, &st, &next);
+        free(abs);
+        free(rel);
+        if (!next)
+            return;
+        uint64_t cached_size;
+        bool cached = next->error ||
+                      (e->cache && pfs_cache_size(e->cache, &next->key, &cached_size, NULL) == 0);
+        pthread_mutex_lock(&e->lock);
+        if (!cached && !e->stopping && !job_find(e, &next->key) &&
+            e->ahead.length < 2 * e->nthreads) {
+            struct job *j = job_new(next);
+            if (j) {
+                j->list_next = e->jobs;
+                e->jobs = j;
+                queue_push(&e->ahead, j);
+                pthread_cond_signal(&e->work);
+            }
+        }
+        pthread_mutex_unlock(&e->lock);
+        pfs_frame_release(next);
+    }
+}
+
+static void run_job(struct pfs_engine *e, struct job *j)
+{
+    uint8_t *data = NULL;
+    size_t len = 0;
+    double timing[3] = {0};
+    pfs_error err;
+    pfs_error_clear(&err);
+    double t0 = now_ms();
+    int rc = render_frame(e, j->frame, &data, &len, timing, &err);
+    double t_put = 0;
+    if (rc == 0) {
+        atomic_fetch_add(&e->n_renders, 1);
+        if (!j->demanded)
+            atomic_fetch_add(&e->n_readahead, 1);
+        if (e->cache) {
+            double tp = now_ms();
+            pfs_error perr;
+            pfs_error_clear(&perr);
+            pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
+            /* A full or unwritable cache costs speed, never correctness: the
+             * frame is still served from memory. */
+            if (pfs_cache_put(e->cache, &j->key, data, len, &perr))
+                pfs_log(PFS_LOG_WARN, "cache: %s (frame %s is served uncached)", perr.msg,
+                        j->frame->relpath);
+            t_put = now_ms() - tp;
+        }
+        pfs_log(PFS_LOG_DEBUG,
+                "rendered %s: decode %.1f ms, ops %.1f ms (%s), encode %.1f ms, cache put "
+                "%.1f ms, total %.1f ms",
+                j->frame->relpath, timing[0], timing[1], e->cl ? "opencl" : "reference",
+                timing[2], t_put, now_ms() - t0);
+    } else {
+        atomic_fetch_add(&e->n_failures, 1);
+        pfs_log(PFS_LOG_ERROR, "%s", err.msg);
+    }
+
+    pthread_mutex_lock(&e->lock);
+    j->state = JOB_DONE;
+    j->data = data;
+    j->len = len;
+    j->err = rc ? EIO : 0;
+    j->finished_seq = ++e->finish_seq;
+    e->njobs_held++;
+    e->held_bytes += len;
+    struct waiter *waiters = j->waiters;
+    j->waiters = NULL;
+    bool demanded = j->demanded;
+    j->readers++;
+    pthread_mutex_unlock(&e->lock);
+
+    while (waiters) {
+        struct waiter *w = waiters;
+        waiters = w->next;
+        if (rc)
+            w->cb(w->ud, NULL, 0, EIO);
+        else
+            serve(data, len, w->off, w->len, w->cb, w->ud);
+        free(w);
+    }
+
+    pthread_mutex_lock(&e->lock);
+    j->readers--;
+    if (rc) {
+        /* Failed renders are not kept: the next read tries again (a source
+         * being copied in may be complete by then). */
+        job_unlink(e, j);
+    } else {
+        jobs_trim(e);
+    }
+    pthread_mutex_unlock(&e->lock);
+
+    if (demanded && rc == 0 && e->readahead > 0)
+        schedule_readahead(e, j->frame);
+}
+
+static void *render_thread(void *arg)
+{
+    struct pfs_engine *e = arg;
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        struct job *j = queue_pop(&e->demand);
+        if (!j)
+            j = queue_pop(&e->ahead);
+        if (!j) {
+            if (e->stopping)
+                break;
+            pthread_cond_wait(&e->work, &e->lock);
+            continue;
+        }
+        j->state = JOB_RUNNING;
+        e->running++;
+        pthread_mutex_unlock(&e->lock);
+        run_job(e, j);
+        pthread_mutex_lock(&e->lock);
+        e->running--;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
+void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, size_t len,
+                     pfs_read_cb cb, void *ud)
+{
+    if (f->error) {
+        cb(ud, NULL, 0, EIO);
+        return;
+    }
+    pthread_mutex_lock(&e->lock);
+    struct job *j = job_find(e, &f->key);
+    if (j && j->state == JOB_DONE) {
+        j->readers++;
+        pthread_mutex_unlock(&e->lock);
+        atomic_fetch_add(&e->n_memory_hits, off == 0);
+        serve(j->data, j->len, off, len, cb, ud);
+        pthread_mutex_lock(&e->lock);
+        j->readers--;
+        if (j->unlinked && j->readers == 0)
+            job_free(j);
+        pthread_mutex_unlock(&e->lock);
+        return;
+    }
+    pthread_mutex_unlock(&e->lock);
+
+    if (!j && e->cache) {
+        /* LMDB gives a pointer into the map only for the life of a read
+         * transaction, so the range is copied once, into the reply buffer. */
+        void *buf = malloc(len ? len : 1);
+        if (!buf) {
+            cb(ud, NULL, 0, ENOMEM);
+            return;
+        }
+        size_t n = 0;
+        uint64_t total = 0;
+        int rc = pfs_cache_read(e->cache, &f->key, off, buf, len, &n, &total, NULL);
+        if (rc == 0) {
+            atomic_fetch_add(&e->n_cache_hits, off == 0);
+            cb(ud, buf, n, 0);
+            free(buf);
+            return;
+        }
+        free(buf);
+        atomic_fetch_add(&e->n_cache_misses, off == 0);
+    }
+
+    struct waiter *w = malloc(sizeof *w);
+    if (!w) {
+        cb(ud, NULL, 0, ENOMEM);
+        return;
+    }
+    *w = (struct waiter){.off = off, .len = len, .cb = cb, .ud = ud};
+
+    pthread_mutex_lock(&e->lock);
+    j = job_find(e, &f->key);
+    if (j && j->state == JOB_DONE) {
+        /* Finished while we looked in the cache. */
+        j->readers++;
+        pthread_mutex_unlock(&e->lock);
+        free(w);
+        serve(j->data, j->len, off, len, cb, ud);
+        pthread_mutex_lock(&e->lock);
+        j->readers--;
+        if (j->unlinked && j->readers == 0)
+            job_free(j);
+        pthread_mutex_unlock(&e->lock);
+        return;
+    }
+    if (!j) {
+        j = job_new(f);
+        if (!j) {
+            pthread_mutex_unlock(&e->lock);
+            free(w);
+            cb(ud, NULL, 0, ENOMEM);
+            return;
+        }
+        j->list_next = e->jobs;
+        e->jobs = j;
+        j->demanded = true;
+        queue_push(&e->demand, j);
+        pthread_cond_signal(&e->work);
+    } else if (!j->demanded) {
+        /* A reader caught up with readahead: promote the queued render. */
+        j->demanded = true;
+        if (j->state == JOB_QUEUED) {
+            queue_remove(&e->ahead, j);
+            queue_push(&e->demand, j);
+        }
+    }
+    w->next = j->waiters;
+    j->waiters = w;
+    pthread_mutex_unlock(&e->lock);
+}
+
+static void warm_done(void *ud, const void *data, size_t len, int err)
+{
+    struct {
+        pthread_mutex_t m;
+        pthread_cond_t c;
+        bool done;
+        int err;
+    } *w = ud;
+    pthread_mutex_lock(&w->m);
+    w->done = true;
+    w->err = err;
+    pthread_cond_signal(&w->c);
+    pthread_mutex_unlock(&w->m);
+}
+
+int pfs_engine_warm(struct pfs_engine *e, struct pfs_frame *f, bool *rendered, pfs_error *err)
+{
+    *rendered = false;
+    if (f->error)
+        return pfs_error_set(err, EIO, "%s", f->error_msg);
+    uint64_t size;
+    if (e->cache && pfs_cache_size(e->cache, &f->key, &size, NULL) == 0)
+        return 0;
+    uint64_t before = atomic_load(&e->n_renders);
+    struct {
+        pthread_mutex_t m;
+        pthread_cond_t c;
+        bool done;
+        int err;
+    } w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    pfs_engine_read(e, f, 0, 0, warm_done, &w);
+    pthread_mutex_lock(&w.m);
+    while (!w.done)
+        pthread_cond_wait(&w.c, &w.m);
+    pthread_mutex_unlock(&w.m);
+    *rendered = atomic_load(&e->n_renders) != before;
+    if (w.err)
+        return pfs_error_set(err, w.err, "%s: render failed (see the log)", f->relpath);
+    return 0;
+}
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rules,
+                    struct pfs_engine **out, pfs_error *err)
+{
+    struct pfs_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return pfs_error_set(err, ENOMEM, "engine: out of memory");
+    e->dailies_root = xstrdup(opts->dailies_root);
+    size_t rl = strlen(e->dailies_root);
+    while (rl > 1 && e->dailies_root[rl - 1] == '/')
+        e->dailies_root[--rl] = '\0';
+    e->cache = opts->cache;
+    e->cl = opts->cl;
+    e->nthreads = opts->render_threads > 0 ? opts->render_threads
+                                           : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (e->nthreads < 1)
+        e->nthreads = 1;
+    e->readahead = opts->readahead < 0 ? 2 : opts->readahead;
+    e->memory_budget = opts->memory_budget ? opts->memory_budget : 512ull << 20;
+    e->rules = rules ? pfs_ruleset_ref(rules) : NULL;
+    e->rules_gen = 1;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->work, NULL);
+    e->threads = calloc((size_t)e->nthreads, sizeof *e->threads);
+    if (!e->threads) {
+        pfs_engine_close(e);
+        return pfs_error_set(err, ENOMEM, "engine: out of memory");
+    }
+    for (int i = 0; i < e->nthreads; i++) {
+        int rc = pthread_create(&e->threads[i], NULL, render_thread, e);
+        if (rc) {
+            e->nthreads = i;
+            pfs_engine_close(e);
+            return pfs_error_set(err, rc, "engine: cannot start render threads: %s",
+                                 strerror(rc));
+        }
+    }
+    *out = e;
+    return 0;
+}
+
+void pfs_engine_close(struct pfs_engine *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->lock);
+    e->stopping = true;
+    /* Readahead nobody asked for is dropped; demanded renders finish so
+     * that every pending read is answered. */
+    struct job *j;
+    while ((j = queue_pop(&e->ahead))) {
+        if (j->waiters) {
+            queue_push(&e->demand, j);
+            continue;
+        }
+        struct job **link = &e->jobs;
+        while (*link != j)
+            link = &(*link)->list_next;
+        *link = j->list_next;
+        job_free(j);
+    }
+    pthread_cond_broadcast(&e->work);
+    pthread_mutex_unlock(&e->lock);
+    for (int i = 0; i < e->nthreads; i++)
+        pthread_join(e->threads[i], NULL);
+    free(e->threads);
+
+    while ((j = e->jobs)) {
+        e->jobs = j->list_next;
+        job_free(j);
+    }
+    for (int b = 0; b < FRAME_TABLE_BUCKETS; b++) {
+        struct pfs_frame *f = e->table[b];
+        while (f) {
+            struct pfs_frame *next = f->table_next;
+            pfs_frame_release(f);
+            f = next;
+        }
+    }
+    pfs_ruleset_unref(e->rules);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->work);
+    free(e->dailies_root);
+    free(e);
+}
+
+void pfs_engine_set_rules(struct pfs_engine *e, struct pfs_ruleset *rules)
+{
+    struct pfs_ruleset *ref = rules ? pfs_ruleset_ref(rules) : NULL;
+    pthread_mutex_lock(&e->lock);
+    struct pfs_ruleset *old = e->rules;
+    e->rules = ref;
+    e->rules_gen++;
+    pthread_mutex_unlock(&e->lock);
+    pfs_ruleset_unref(old);
+}
+
+void pfs_engine_counters(struct pfs_engine *e, struct pfs_engine_counters *out)
+{
+    out->renders = atomic_load(&e->n_renders);
+    out->render_failures = atomic_load(&e->n_failures);
+    out->memory_hits = atomic_load(&e->n_memory_hits);
+    out->cache_hits = atomic_load(&e->n_cache_hits);
+    out->cache_misses = atomic_load(&e->n_cache_misses);
+    out->readahead_renders = atomic_load(&e->n_readahead);
+}
