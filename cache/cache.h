@@ -39,7 +39,9 @@ struct pfs_cache_key {
 
 struct pfs_cache_opts {
     const char *dir;       /* created if missing */
-    uint64_t budget_bytes; /* e.g. 8 GiB */
+    uint64_t budget_bytes; /* e.g. 8 GiB; 0: the budget stored in the dir.
+                            * A non-zero budget replaces the stored one
+                            * (the last writer to open sets it). */
     bool read_only;        /* stats from another process */
 };
 
@@ -69,6 +71,7 @@ int pfs_cache_size(struct pfs_cache *c, const struct pfs_cache_key *key,
 int pfs_cache_put(struct pfs_cache *c, const struct pfs_cache_key *key,
                   const void *data, size_t len, pfs_error *err);
 
+/* ENOENT when the key is not stored. */
 int pfs_cache_remove(struct pfs_cache *c, const struct pfs_cache_key *key,
                      pfs_error *err);
 
@@ -89,6 +92,7 @@ struct pfs_cache_stats {
     uint64_t file_bytes;   /* size of the LMDB data file */
     uint64_t budget_bytes;
     uint64_t map_bytes;
+    uint64_t free_bytes;   /* pages of data.mdb on LMDB's free list */
     uint64_t counters[PFS_CACHE_NCOUNTERS];
 };
 

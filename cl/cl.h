@@ -3,7 +3,7 @@
  *
  * Owns the platform and device choice (a GPU when present, else the CPU
  * through PoCL, or what --device names), one context and in-order queue, the
- * program built from the kernels embedded at build time (cl/*.cl), and an
+ * program built from the kernels embedded at build time (the .cl files of cl/), and an
  * on-disk cache of compiled program binaries so a second mount does not
  * recompile. Nothing outside cl/ and the ops' run_cl functions includes
  * CL/cl.h.

@@ -11,6 +11,7 @@
 #define PFS_FS_INODE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct pfs_inode {

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The second read of a frame is a cache hit, a remount keeps the cache,
+# and the cache survives the mount being killed.
+. "$(dirname "$0")/lib.sh"
+
+mount_fs --readahead 0
+md5_first=$(md5sum <"$MNT/$FRAME")
+md5_second=$(md5sum <"$MNT/$FRAME")
+[ "$md5_first" = "$md5_second" ] || fail "two reads of one frame differ"
+unmount_fs
+renders=$(cache_stat renders)
+entries=$(cache_stat entries)
+[ "$renders" = 1 ] || fail "expected 1 render after two reads, got $renders"
+[ "$entries" = 1 ] || fail "expected 1 cache entry, got $entries"
+
+# A remount serves the frame from the cache: same bytes, no render.
+mount_fs --readahead 0
+[ "$(md5sum <"$MNT/$FRAME")" = "$md5_first" ] || fail "bytes changed across a remount"
+unmount_fs
+[ "$(cache_stat renders)" = 1 ] || fail "remount re-rendered a cached frame"
+hits=$(cache_stat hits)
+[ "$hits" -ge 1 ] || fail "expected a cache hit after remount, got $hits"
+
+# kill -9 in the middle of renders leaves a cache that opens and serves.
+mount_fs --readahead 0
+for f in "$MNT"/A001/A001C003.100[4-8].exr; do cat "$f" >/dev/null & done
+sleep 0.5
+kill -9 "$MOUNT_PID"
+wait "$MOUNT_PID" 2>/dev/null || true
+MOUNT_PID=
+fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+wait || true
+"$PLATEFS" cache stats --cache "$CACHE" >/dev/null || fail "cache unreadable after kill -9"
+mount_fs --readahead 0
+[ "$(md5sum <"$MNT/$FRAME")" = "$md5_first" ] || fail "cached frame changed after kill -9"
+for f in "$MNT"/A001/A001C003.100[4-8].exr; do
+    [ "$(stat -c %s "$f")" = "$(wc -c <"$f")" ] || fail "$f damaged after kill -9"
+done
+unmount_fs
+echo "cache ok"
