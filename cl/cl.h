@@ -8,9 +8,18 @@
  * recompile. Nothing outside cl/ and the ops' run_cl functions includes
  * CL/cl.h.
  *
- * Thread safety: a pfs_cl may be shared by render threads; each op run is
- * bracketed by pfs_cl_lock/pfs_cl_unlock, which serialise use of the queue
- * and kernel objects (kernel arguments are not thread-safe in OpenCL).
+ * Thread safety: a pfs_cl may be shared by render threads. pfs_cl_lock and
+ * pfs_cl_unlock serialise use of the queue and of the kernel objects (kernel
+ * arguments are not thread-safe in OpenCL). The ENGINE holds the lock around
+ * the whole chain of one frame: pfs_cl_upload, every op's run_cl, and
+ * pfs_cl_download; run_cl and pfs_cl_kernel never lock themselves (the mutex
+ * is not recursive). pfs_cl_image_create/release and the queries below need
+ * no lock.
+ *
+ * The program is one OpenCL program made of every .cl file of cl/, in
+ * file-name order, built with PFS_CL_BUILD_OPTIONS; kernel names are
+ * therefore unique across files. docs/opencl.md describes device choice and
+ * the binary cache.
  */
 #ifndef PFS_CL_H
 #define PFS_CL_H
@@ -21,6 +30,11 @@
 
 #include "engine/image.h"
 #include "util/error.h"
+
+/* Options every kernel is built with: OpenCL C 1.2, IEEE semantics kept
+ * (no -cl-fast-relaxed-math / -cl-finite-math-only: NaN and Inf in plates
+ * must behave as on the CPU). Part of the binary cache key. */
+#define PFS_CL_BUILD_OPTIONS "-cl-std=CL1.2"
 
 struct pfs_cl_opts {
     /* NULL or "auto": first GPU, else first CPU. "cpu" / "gpu": first of that
@@ -42,7 +56,8 @@ void pfs_cl_close(struct pfs_cl *cl);
 int pfs_cl_list_devices(FILE *out, pfs_error *err);
 
 const char *pfs_cl_device_name(const struct pfs_cl *cl);
-/* True when the last open loaded the program from the binary cache. */
+/* 1 when this handle's program was loaded from the binary cache, 0 when it
+ * was compiled from source (no cache, a miss, or a corrupt/rejected file). */
 int pfs_cl_program_from_cache(const struct pfs_cl *cl);
 
 void pfs_cl_lock(struct pfs_cl *cl);
@@ -50,8 +65,9 @@ void pfs_cl_unlock(struct pfs_cl *cl);
 
 cl_context pfs_cl_context(struct pfs_cl *cl);
 cl_command_queue pfs_cl_queue(struct pfs_cl *cl);
-/* A kernel of the embedded program by function name, created once and kept.
- * Call with the lock held. */
+/* A kernel of the embedded program by function name, created once and kept
+ * for the life of cl (do not release it). Call with the lock held; ENOENT
+ * when the program has no such kernel. */
 cl_kernel pfs_cl_kernel(struct pfs_cl *cl, const char *name, pfs_error *err);
 
 /* A device buffer holding one image with the same geometry fields. */
@@ -61,12 +77,16 @@ struct pfs_cl_image {
     cl_mem buf; /* width * height * 4 floats */
 };
 
+/* EINVAL for an empty geometry, ENOMEM when the device cannot allocate. */
 int pfs_cl_image_create(struct pfs_cl *cl, const struct pfs_image *like,
                         struct pfs_cl_image *out, pfs_error *err);
+/* Safe on a zeroed or already released image. */
 void pfs_cl_image_release(struct pfs_cl_image *img);
+/* Blocking write; EINVAL when the sizes differ. */
 int pfs_cl_upload(struct pfs_cl *cl, const struct pfs_image *src,
                   struct pfs_cl_image *dst, pfs_error *err);
-/* Blocks until the queue has finished and the pixels are in dst. */
+/* Blocks until the queue has finished (every kernel enqueued before it on
+ * the in-order queue) and the pixels are in dst; EINVAL when sizes differ. */
 int pfs_cl_download(struct pfs_cl *cl, const struct pfs_cl_image *src,
                     struct pfs_image *dst, pfs_error *err);
 
