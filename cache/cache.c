@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -128,11 +129,15 @@ static int lmdb_error(const char *dir, int rc, pfs_error *err, const char *what)
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:
     case MDB_VERSION_MISMATCH:
-    case MDB_PANIC:
         return pfs_error_set(err, EIO,
                              "%s: %s: the cache is damaged (%s); run "
                              "`platefs cache clear` or remove the directory",
                              dir, what, mdb_strerror(rc));
+    case MDB_PANIC:
+        return pfs_error_set(err, EIO,
+                             "%s: %s: a write to the cache failed earlier and this "
+                             "process must reopen it (%s); if it persists run "
+                             "`platefs cache clear`", dir, what, mdb_strerror(rc));
     case MDB_READERS_FULL:
         return pfs_error_set(err, EAGAIN, "%s: %s: too many readers (%s)", dir,
                              what, mdb_strerror(rc));
@@ -144,6 +149,25 @@ static int lmdb_error(const char *dir, int rc, pfs_error *err, const char *what)
             return pfs_error_set(err, rc, "%s: %s: %s", dir, what, strerror(rc));
         return pfs_error_set(err, EIO, "%s: %s: %s", dir, what, mdb_strerror(rc));
     }
+}
+
+/* A commit failed: LMDB reports a short write as EIO, so a full disk is
+ * told apart by looking at the free space. The transaction is aborted and
+ * the meta page untouched, so the store is as before the put. */
+static int commit_error(const char *dir, int rc, uint64_t len, pfs_error *err,
+                        const char *what)
+{
+    struct statvfs sv;
+    if ((rc == EIO || rc == ENOSPC || rc == EFBIG) && statvfs(dir, &sv) == 0 &&
+        (uint64_t)sv.f_bavail * sv.f_frsize < len + (16u << 20))
+        return pfs_error_set(err, ENOSPC,
+                             "%s: %s: the disk is full (%llu bytes free); "
+                             "nothing was stored", dir, what,
+                             (unsigned long long)sv.f_bavail * sv.f_frsize);
+    if (rc > 0)
+        return pfs_error_set(err, rc, "%s: %s: writing data.mdb failed (%s); "
+                             "nothing was stored", dir, what, strerror(rc));
+    return lmdb_error(dir, rc, err, what);
 }
 
 /* ---- small helpers --------------------------------------------------- */
@@ -508,6 +532,20 @@ static int state_read(struct pfs_cache *c, MDB_txn *txn, const struct pfs_cache_
     return rc;
 }
 
+/* value_bytes after replacing st->old by len bytes */
+static uint64_t after_put(const struct put_state *st, uint64_t len)
+{
+    return (st->value_bytes > st->old ? st->value_bytes - st->old : 0) + len;
+}
+
+static uint64_t limit_for(const struct put_state *st, uint64_t len, int phase)
+{
+    if (phase == 0)
+        return st->budget; /* phases 1 and 2: after MDB_MAP_FULL */
+    uint64_t l = st->budget / 100 * FRAG_RETRY_PCT;
+    return l > len ? l : len;
+}
+
 /* Evicts least recently used entries until value_bytes - old + len <= limit,
  * at most EVICT_BATCH of them. *fits says whether the goal was reached. */
 static int evict(struct pfs_cache *c, MDB_txn *txn, const struct pfs_cache_key *putkey,
@@ -565,20 +603,6 @@ static int evict(struct pfs_cache *c, MDB_txn *txn, const struct pfs_cache_key *
     return rc;
 }
 
-/* value_bytes after replacing st->old by len bytes */
-static uint64_t after_put(const struct put_state *st, uint64_t len)
-{
-    return (st->value_bytes > st->old ? st->value_bytes - st->old : 0) + len;
-}
-
-static uint64_t limit_for(const struct put_state *st, uint64_t len, int phase)
-{
-    if (phase == 0)
-        return st->budget;
-    uint64_t l = st->budget / 100 * FRAG_RETRY_PCT;
-    return l > len ? l : len;
-}
-
 /* Flush of access times and counters is due (caller holds wmutex). */
 static bool flush_due(struct pfs_cache *c)
 {
@@ -591,16 +615,44 @@ static bool flush_due(struct pfs_cache *c)
 }
 
 /*
+ * LMDB keeps the previous commit's snapshot alive (its two meta pages), so
+ * pages freed by transaction T are reusable only from T + 2 on, and only
+ * once no reader still sees a snapshot older than T + 1. After an eviction,
+ * one small commit and then a moment with maplock held exclusively (every
+ * read transaction of this process that began before it has ended) make the
+ * freed pages available to the put that follows. Readers in other processes
+ * are not waited for; the margin absorbs what they pin.
+ */
+static int bump_generation(struct pfs_cache *c)
+{
+    MDB_txn *txn;
+    int rc = txn_begin(c, 0, &txn);
+    if (rc)
+        return rc;
+    uint64_t gen = 0;
+    rc = info_get(c, txn, "generation", &gen);
+    if (rc == 0)
+        rc = u64_put(txn, c->dbi[DBI_INFO], "generation", gen + 1);
+    if (rc) {
+        txn_abort(c, txn);
+        return rc;
+    }
+    rc = txn_commit(c, txn);
+    pthread_rwlock_wrlock(&c->maplock);
+    pthread_rwlock_unlock(&c->maplock);
+    return rc;
+}
+
+/*
  * Makes room for len bytes under key in committed transactions, so that the
- * put's transaction can reuse the freed pages (LMDB reuses pages only in
- * transactions after the one that freed them). Carries the pending access
- * times when due, or when anything is evicted: eviction must see them.
- * Caller holds wmutex.
+ * put's transaction can reuse the freed pages (see bump_generation). Carries
+ * the pending access times when due, or when anything is evicted: eviction
+ * must see them. Caller holds wmutex.
  */
 static int make_room(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t len,
                      int phase, pfs_error *err)
 {
-    bool carry = flush_due(c);
+    bool carry = flush_due(c), evicted = false;
     for (;;) {
         MDB_txn *txn;
         int rc = txn_begin(c, 0, &txn);
@@ -642,8 +694,10 @@ static int make_room(struct pfs_cache *c, const struct pfs_cache_key *key, uint6
             taken = true;
             rc = batch_apply(c, txn, &b);
         }
-        if (rc == 0 && !fits)
+        if (rc == 0 && !fits) {
             rc = evict(c, txn, key, len, limit, &st, &fits);
+            evicted = true;
+        }
         if (rc) {
             txn_abort(c, txn);
         } else {
@@ -658,12 +712,15 @@ static int make_room(struct pfs_cache *c, const struct pfs_cache_key *key, uint6
         if (taken)
             c->last_flush_mono = clock_ns(CLOCK_MONOTONIC);
         carry = false;
-        if (fits)
-            return 0;
+        if (fits) {
+            rc = evicted ? bump_generation(c) : 0;
+            return rc ? lmdb_error(c->dir, rc, err, "evicting") : 0;
+        }
     }
 }
 
-/* 1: another process filled the room between make_room and here; try again. */
+/* 1: another process filled the room between make_room and here, and more
+ * than one batch would have to go: make room again. */
 #define PUT_AGAIN 1
 
 static int put_once(struct pfs_cache *c, const struct pfs_cache_key *key, const void *data,
@@ -676,8 +733,15 @@ static int put_once(struct pfs_cache *c, const struct pfs_cache_key *key, const 
     struct put_state st;
     rc = state_read(c, txn, key, &st);
     if (rc == 0 && after_put(&st, len) > limit_for(&st, len, phase)) {
-        txn_abort(c, txn);
-        return PUT_AGAIN;
+        /* Another process took the room: evict here rather than race it
+         * again. These pages are not reusable in this transaction, so the
+         * value may go to the end of the file, into the margin. */
+        bool fits = false;
+        rc = evict(c, txn, key, len, limit_for(&st, len, phase), &st, &fits);
+        if (rc == 0 && !fits) {
+            txn_abort(c, txn);
+            return PUT_AGAIN;
+        }
     }
     MDB_val k = kval(key);
     if (rc == 0 && st.old) {
@@ -710,7 +774,7 @@ static int put_once(struct pfs_cache *c, const struct pfs_cache_key *key, const 
     rc = txn_commit(c, txn);
     if (rc == MDB_MAP_FULL)
         return rc;
-    return rc ? lmdb_error(c->dir, rc, err, "storing a frame") : 0;
+    return rc ? commit_error(c->dir, rc, len, err, "storing a frame") : 0;
 }
 
 int pfs_cache_put(struct pfs_cache *c, const struct pfs_cache_key *key, const void *data,
@@ -729,12 +793,24 @@ int pfs_cache_put(struct pfs_cache *c, const struct pfs_cache_key *key, const vo
             break;
         rc = put_once(c, key, data, len, phase, err);
         if (rc == MDB_MAP_FULL) {
-            if (phase == 1)
+            if (phase == 2)
                 break;
-            pfs_log(PFS_LOG_INFO, "%s: cache map full storing %zu bytes; "
-                    "evicting down to %d %% of the budget", c->dir, len,
-                    FRAG_RETRY_PCT);
-            phase = 1;
+            if (phase == 1) {
+                /* Readers in other processes may pin the freed pages:
+                 * give them a moment, then one more commit. */
+                struct timespec ts = {0, 20 * 1000000L};
+                nanosleep(&ts, NULL);
+                int brc = bump_generation(c);
+                if (brc) {
+                    rc = lmdb_error(c->dir, brc, err, "evicting");
+                    break;
+                }
+            } else {
+                pfs_log(PFS_LOG_INFO, "%s: cache map full storing %zu bytes; "
+                        "evicting down to %d %% of the budget", c->dir, len,
+                        FRAG_RETRY_PCT);
+            }
+            phase++;
             continue;
         }
         if (rc != PUT_AGAIN)
@@ -992,10 +1068,12 @@ int pfs_cache_meta_put(struct pfs_cache *c, const char *name, const void *data, 
             break;
         MDB_val k = {nlen, (void *)name}, d = {len, (void *)data};
         rc = mdb_put(txn, c->dbi[DBI_META], &k, &d, 0);
-        if (rc)
+        if (rc) {
             txn_abort(c, txn);
-        else
-            rc = txn_commit(c, txn);
+        } else if ((rc = txn_commit(c, txn)) != 0 && rc != MDB_MAP_FULL) {
+            rc = commit_error(c->dir, rc, len, err, "storing meta");
+            goto out;
+        }
         if (rc != MDB_MAP_FULL)
             break;
     }

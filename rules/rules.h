@@ -41,6 +41,9 @@ struct pfs_rules_opts {
                                  checks against the dailies */
     pfs_rules_report_fn report; /* NULL: log through util/log.h */
     void *report_ud;
+    /* The ops rule files may name, NULL-terminated; NULL: pfs_op_registry.
+     * Lets tests validate against ops of their own. */
+    const struct pfs_op_desc *const *ops;
 };
 
 struct pfs_ruleset;
@@ -83,7 +86,8 @@ struct pfs_frame_ops {
     int nops;
     struct pfs_resolved_op *ops;
     /* Canonical text: one op per line, "name param=value ..." with every
-     * parameter in table order and numbers in %.17g, e.g.
+     * parameter in table order and numbers in %.17g precision (written in
+     * the shortest %.15g..%.17g form that reads back exactly), e.g.
      * "relight exposure=0.35 temperature.from=4300 ...". Used verbatim as the
      * provenance attribute and as the hash input. */
     char *canonical;

@@ -26,13 +26,24 @@ int pfs_error_prefix(pfs_error *err, const char *fmt, ...)
 {
     if (!err)
         return 0;
-    char prefix[512];
+    char prefix[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[sizeof err->msg];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    if (n < 0)
+        return err->code;
+    /* Assemble "prefix: old" by hand: both halves may be long and the whole
+     * is cut to fit, keeping the prefix. */
+    size_t plen = strlen(prefix), olen = strlen(err->msg), cap = sizeof err->msg - 1;
+    if (plen + 2 > cap)
+        plen = cap - 2;
+    if (plen + 2 + olen > cap)
+        olen = cap - plen - 2;
+    memmove(err->msg + plen + 2, err->msg, olen);
+    memcpy(err->msg, prefix, plen);
+    err->msg[plen] = ':';
+    err->msg[plen + 1] = ' ';
+    err->msg[plen + 2 + olen] = '\0';
     return err->code;
 }

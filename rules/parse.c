@@ -1,0 +1,1013 @@
+/*
+ * parse.c - one rule file: YAML document -> validated struct pfs_shot.
+ *
+ * libyaml's document API gives a node tree where every node keeps its start
+ * mark, so every message can point at the exact line and column. The schema
+ * of the file (shot, match, frames, protect, ops) is checked here by hand, but
+ * op parameters are never: they are checked against the op descriptor's
+ * table (engine/op.h), so an op added to the registry is accepted by the rule
+ * files with no change to this file.
+ *
+ * Scalars are typed the way YAML's core schema does for plain scalars only:
+ * a quoted "0.35" is text, not a number, so a stray pair of quotes is caught
+ * instead of guessed at. Validation keeps going after an error so one run
+ * reports every problem of the file.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "rules/internal.h"
+
+struct pctx {
+    struct rules_loader *L;
+    const char *path;
+    yaml_document_t *doc;
+    int errors;
+};
+
+static void perr_mark(struct pctx *P, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void perr(struct pctx *P, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pwarn(struct pctx *P, const yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void pvdiag(struct pctx *P, enum pfs_diag_severity sev, int line, int col,
+                   const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (sev == PFS_DIAG_ERROR)
+        P->errors++;
+    rules_diag(P->L, sev, P->path, line, col, "%s", msg);
+}
+
+static void perr_mark(struct pctx *P, yaml_mark_t m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pvdiag(P, PFS_DIAG_ERROR, (int)m.line + 1, (int)m.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+static void perr(struct pctx *P, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pvdiag(P, PFS_DIAG_ERROR, (int)n->start_mark.line + 1, (int)n->start_mark.column + 1,
+           fmt, ap);
+    va_end(ap);
+}
+
+static void pwarn(struct pctx *P, const yaml_node_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pvdiag(P, PFS_DIAG_WARNING, (int)n->start_mark.line + 1,
+           (int)n->start_mark.column + 1, fmt, ap);
+    va_end(ap);
+}
+
+static void *palloc(struct pctx *P, size_t size)
+{
+    void *p = rules_arena_alloc(P->L->arena, size);
+    if (!p)
+        P->L->oom = true;
+    return p;
+}
+
+/* ---- scalars -------------------------------------------------------------- */
+
+static yaml_node_t *node_at(struct pctx *P, int idx)
+{
+    return yaml_document_get_node(P->doc, idx);
+}
+
+static const char *stext(const yaml_node_t *n)
+{
+    return (const char *)n->data.scalar.value;
+}
+
+static bool is_plain(const yaml_node_t *n)
+{
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+static bool is_null(const yaml_node_t *n)
+{
+    if (!is_plain(n))
+        return false;
+    const char *s = stext(n);
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+           !strcmp(s, "NULL");
+}
+
+/* Decimal only: strtod alone would also take "0x1p3", "inf" and "nan". */
+static bool number_syntax(const char *s)
+{
+    if (*s == '+' || *s == '-')
+        s++;
+    int digits = 0;
+    while (isdigit((unsigned char)*s))
+        s++, digits++;
+    if (*s == '.') {
+        s++;
+        while (isdigit((unsigned char)*s))
+            s++, digits++;
+    }
+    if (!digits)
+        return false;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-')
+            s++;
+        if (!isdigit((unsigned char)*s))
+            return false;
+        while (isdigit((unsigned char)*s))
+            s++;
+    }
+    return *s == '\0';
+}
+
+static bool scalar_number(const yaml_node_t *n, double *out)
+{
+    if (!is_plain(n) || !number_syntax(stext(n)))
+        return false;
+    errno = 0;
+    double v = strtod(stext(n), NULL);
+    if (errno == ERANGE && isinf(v))
+        return false;
+    *out = v == 0 ? 0 : v; /* no -0: it would print, and hash, differently */
+    return true;
+}
+
+static bool int_text(const char *s, int *out)
+{
+    const char *p = s;
+    if (*p == '+' || *p == '-')
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (*p)
+        return false;
+    errno = 0;
+    long v = strtol(s, NULL, 10);
+    if (errno || v < -2147483647L || v > 2147483647L)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+static bool scalar_int(const yaml_node_t *n, int *out)
+{
+    return is_plain(n) && int_text(stext(n), out);
+}
+
+static bool scalar_bool(const yaml_node_t *n, bool *out)
+{
+    if (!is_plain(n))
+        return false;
+    const char *s = stext(n);
+    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+        return *out = true, true;
+    if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+        return *out = false, true;
+    return false;
+}
+
+/* What was written, for "got ..." in messages. */
+static const char *describe(struct pctx *P, const yaml_node_t *n, char *buf, size_t size)
+{
+    switch (n->type) {
+    case YAML_SEQUENCE_NODE: {
+        int len = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
+        if (len == 0)
+            return "an empty list";
+        bool numbers = true;
+        for (yaml_node_item_t *it = n->data.sequence.items.start;
+             it < n->data.sequence.items.top; it++) {
+            double d;
+            if (!scalar_number(node_at(P, *it), &d))
+                numbers = false;
+        }
+        if (numbers)
+            snprintf(buf, size, "a list of %d number%s", len, len == 1 ? "" : "s");
+        else
+            snprintf(buf, size, "a list");
+        return buf;
+    }
+    case YAML_MAPPING_NODE:
+        return "a mapping";
+    case YAML_SCALAR_NODE: {
+        if (is_null(n))
+            return "nothing";
+        double d;
+        bool b;
+        if (scalar_number(n, &d) || scalar_bool(n, &b))
+            snprintf(buf, size, "%.60s", stext(n));
+        else
+            snprintf(buf, size, "\"%.60s\"%s", stext(n), strlen(stext(n)) > 60 ? "..." : "");
+        return buf;
+    }
+    default:
+        return "nothing";
+    }
+}
+
+/* ---- mappings ------------------------------------------------------------- */
+
+#define PAIRS(n) ((int)((n)->data.mapping.pairs.top - (n)->data.mapping.pairs.start))
+#define PAIR(n, i) (&(n)->data.mapping.pairs.start[i])
+#define ITEMS(n) ((int)((n)->data.sequence.items.top - (n)->data.sequence.items.start))
+#define ITEM(P, n, i) node_at((P), (n)->data.sequence.items.start[i])
+
+/* Reports key i of map when it is not a scalar or repeats an earlier key, and
+ * tells the caller to skip it. Keyframe mappings compare keys as numbers so
+ * that 1001 and 01001 are the same frame. */
+static bool key_ok(struct pctx *P, const yaml_node_t *map, int i, const char *what)
+{
+    yaml_node_t *k = node_at(P, PAIR(map, i)->key);
+    if (k->type != YAML_SCALAR_NODE) {
+        perr(P, k, "%s: keys must be plain names, got %s", what,
+             k->type == YAML_SEQUENCE_NODE ? "a list" : "a mapping");
+        return false;
+    }
+    for (int j = 0; j < i; j++) {
+        yaml_node_t *o = node_at(P, PAIR(map, j)->key);
+        if (o->type == YAML_SCALAR_NODE && !strcmp(stext(o), stext(k))) {
+            perr(P, k, "duplicate key \"%s\" (first at line %d); each key may appear once",
+                 stext(k), (int)o->start_mark.line + 1);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- file-level values ---------------------------------------------------- */
+
+/* "1001-1120", "1001 - 1120" or one frame number. Quotes are allowed here:
+ * a range is text either way, nothing is guessed. */
+static bool parse_range(struct pctx *P, const yaml_node_t *n, const char *what, int *first,
+                        int *last)
+{
+    char buf[128];
+    if (n->type == YAML_SCALAR_NODE && int_text(stext(n), first)) {
+        *last = *first;
+    } else {
+        bool ok = false;
+        if (n->type == YAML_SCALAR_NODE && strlen(stext(n)) < 64) {
+            char a[64], b[64];
+            const char *s = stext(n);
+            const char *dash = strchr(s + (*s == '-' ? 1 : 0), '-');
+            if (dash) {
+                size_t la = (size_t)(dash - s);
+                memcpy(a, s, la);
+                a[la] = '\0';
+                snprintf(b, sizeof b, "%s", dash + 1);
+                char *pa = a, *pb = b;
+                while (*pa == ' ')
+                    pa++;
+                while (la && a[la - 1] == ' ')
+                    a[--la] = '\0';
+                while (*pb == ' ')
+                    pb++;
+                ok = int_text(pa, first) && int_text(pb, last);
+            }
+        }
+        if (!ok) {
+            perr(P, n, "%s must be a frame range like 1001-1120 or one frame number, got %s",
+                 what, describe(P, n, buf, sizeof buf));
+            return false;
+        }
+    }
+    if (*first < 0) {
+        perr(P, n, "%s: frame numbers cannot be negative", what);
+        return false;
+    }
+    if (*first > *last) {
+        perr(P, n, "%s: the range %d-%d ends before it starts; write %d-%d", what, *first,
+             *last, *last, *first);
+        return false;
+    }
+    return true;
+}
+
+static const char *scalar_string(struct pctx *P, const yaml_node_t *n)
+{
+    return rules_arena_strndup(P->L->arena, stext(n), n->data.scalar.length);
+}
+
+static void add_glob(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n, int slot)
+{
+    char buf[128];
+    if (n->type != YAML_SCALAR_NODE || is_null(n)) {
+        perr(P, n, "each glob in \"match\" must be text like \"A001/A001C003.*.exr\", got %s",
+             describe(P, n, buf, sizeof buf));
+        return;
+    }
+    const char *g = stext(n);
+    if (g[0] == '/') {
+        perr(P, n, "glob \"%s\" starts with '/': globs are relative to the dailies root, "
+                   "write \"%s\"", g, g + strspn(g, "/"));
+        return;
+    }
+    if (!strcmp(g, "..") || !strncmp(g, "../", 3) || strstr(g, "/../") ||
+        (strlen(g) >= 3 && !strcmp(g + strlen(g) - 3, "/.."))) {
+        perr(P, n, "glob \"%s\" leaves the dailies root with \"..\"", g);
+        return;
+    }
+    struct rules_glob *rg = &s->globs[slot];
+    rg->pat = scalar_string(P, n);
+    rg->line = (int)n->start_mark.line + 1;
+    rg->col = (int)n->start_mark.column + 1;
+    if (rg->pat)
+        s->nglobs = slot + 1 > s->nglobs ? slot + 1 : s->nglobs;
+}
+
+static void parse_match(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
+{
+    char buf[128];
+    if (n->type == YAML_SCALAR_NODE && !is_null(n)) {
+        s->globs = palloc(P, sizeof *s->globs);
+        if (s->globs)
+            add_glob(P, s, n, 0);
+        return;
+    }
+    if (n->type != YAML_SEQUENCE_NODE || ITEMS(n) == 0) {
+        perr(P, n, "\"match\" must be a glob or a list of globs relative to the dailies root, "
+                   "like [\"A001/A001C003.*.exr\"], got %s", describe(P, n, buf, sizeof buf));
+        return;
+    }
+    s->globs = palloc(P, (size_t)ITEMS(n) * sizeof *s->globs);
+    if (!s->globs)
+        return;
+    /* Compact the array: a bad glob leaves no hole. */
+    int slot = 0;
+    for (int i = 0; i < ITEMS(n); i++) {
+        int before = s->nglobs;
+        add_glob(P, s, ITEM(P, n, i), slot);
+        if (s->nglobs > before)
+            slot++;
+    }
+}
+
+static bool number_list(struct pctx *P, const yaml_node_t *n, int count, double *out)
+{
+    if (n->type != YAML_SEQUENCE_NODE || ITEMS(n) != count)
+        return false;
+    for (int i = 0; i < count; i++)
+        if (!scalar_number(ITEM(P, n, i), &out[i]))
+            return false;
+    return true;
+}
+
+static void parse_protect(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
+{
+    char buf[128];
+    if (n->type != YAML_SEQUENCE_NODE) {
+        perr(P, n, "\"protect\" must be a list of regions like - rect: [x0, y0, x1, y1], "
+                   "got %s", describe(P, n, buf, sizeof buf));
+        return;
+    }
+    s->protect = palloc(P, (size_t)(ITEMS(n) + 1) * sizeof *s->protect);
+    if (!s->protect)
+        return;
+    for (int i = 0; i < ITEMS(n); i++) {
+        yaml_node_t *item = ITEM(P, n, i);
+        if (item->type != YAML_MAPPING_NODE) {
+            perr(P, item, "each protect region is a mapping like rect: [x0, y0, x1, y1] or "
+                          "ellipse: [cx, cy, rx, ry], got %s",
+                 describe(P, item, buf, sizeof buf));
+            continue;
+        }
+        struct rules_protect r = {.shape = -1};
+        int errors = P->errors;
+        for (int k = 0; k < PAIRS(item); k++) {
+            if (!key_ok(P, item, k, "protect"))
+                continue;
+            yaml_node_t *key = node_at(P, PAIR(item, k)->key);
+            yaml_node_t *val = node_at(P, PAIR(item, k)->value);
+            const char *name = stext(key);
+            if (!strcmp(name, "rect") || !strcmp(name, "ellipse")) {
+                bool rect = name[0] == 'r';
+                if (r.shape != -1) {
+                    perr(P, key, "a protect region has one shape; put the %s in its own "
+                                 "list item", name);
+                    continue;
+                }
+                r.shape = rect ? PFS_PROTECT_RECT : PFS_PROTECT_ELLIPSE;
+                if (!number_list(P, val, 4, r.a)) {
+                    perr(P, val, "protect: \"%s\" must be 4 numbers %s in pixels, got %s",
+                         name, rect ? "[x0, y0, x1, y1]" : "[cx, cy, rx, ry]",
+                         describe(P, val, buf, sizeof buf));
+                } else if (rect && (r.a[2] < r.a[0] || r.a[3] < r.a[1])) {
+                    perr(P, val, "protect: rect [x0, y0, x1, y1] needs x0 <= x1 and "
+                                 "y0 <= y1 (top-left corner first)");
+                } else if (!rect && (r.a[2] <= 0 || r.a[3] <= 0)) {
+                    perr(P, val, "protect: ellipse [cx, cy, rx, ry] needs radii above 0");
+                }
+            } else if (!strcmp(name, "frames")) {
+                r.ranged = parse_range(P, val, "protect: \"frames\"", &r.first, &r.last);
+            } else {
+                perr(P, key, "protect: unknown key \"%s\"; a region takes rect, ellipse and "
+                             "frames", name);
+            }
+        }
+        if (r.shape == -1 && P->errors == errors)
+            perr(P, item, "protect: this region has no shape; add rect: [x0, y0, x1, y1] or "
+                          "ellipse: [cx, cy, rx, ry]");
+        if (P->errors == errors)
+            s->protect[s->nprotect++] = r;
+    }
+}
+
+/* ---- op parameters -------------------------------------------------------- */
+
+struct opctx {
+    const struct pfs_op_desc *desc;
+    struct rules_op *op;
+};
+
+static const char *unit_words(const char *unit)
+{
+    if (!strcmp(unit, "K"))
+        return "kelvin";
+    if (!strcmp(unit, "px"))
+        return "pixels";
+    return unit;
+}
+
+static void range_error(struct pctx *P, const struct opctx *O,
+                        const struct pfs_param_desc *pd, const yaml_node_t *n, double v,
+                        int comp, const char *at)
+{
+    char vs[32], lo[32], hi[32], which[32] = "";
+    rules_format_number(v, vs);
+    snprintf(lo, sizeof lo, "%g", pd->min);
+    snprintf(hi, sizeof hi, "%g", pd->max);
+    if (pd->type == PFS_PARAM_VEC)
+        snprintf(which, sizeof which, " (component %d of %d)", comp + 1, pd->ncomp);
+    perr(P, n, "%s: %s%s: %s%s%s%s is out of range %s..%s", O->desc->name, pd->name, at, vs,
+         pd->unit ? " " : "", pd->unit ? pd->unit : "", which, lo, hi);
+}
+
+/* One value of a parameter (a constant, or the value of one keyframe). */
+static bool parse_value(struct pctx *P, const struct opctx *O,
+                        const struct pfs_param_desc *pd, const yaml_node_t *n, int frame,
+                        bool in_key, double out[PFS_PARAM_MAX_COMP])
+{
+    char buf[128], at[48] = "";
+    const char *name = O->desc->name;
+    if (in_key)
+        snprintf(at, sizeof at, " at frame %d", frame);
+    const char *orkeys = pd->keyframable && !in_key ? " or keyframes {frame: value}" : "";
+
+    switch (pd->type) {
+    case PFS_PARAM_NUMBER: {
+        if (!scalar_number(n, &out[0])) {
+            char what[64] = "a number";
+            if (pd->unit)
+                snprintf(what, sizeof what, "a number of %s", unit_words(pd->unit));
+            perr(P, n, "%s: \"%s\"%s must be %s%s, got %s", name, pd->name, at, what, orkeys,
+                 describe(P, n, buf, sizeof buf));
+            return false;
+        }
+        if (out[0] < pd->min || out[0] > pd->max) {
+            range_error(P, O, pd, n, out[0], 0, at);
+            return false;
+        }
+        return true;
+    }
+    case PFS_PARAM_VEC: {
+        if (!number_list(P, n, pd->ncomp, out)) {
+            perr(P, n, "%s: \"%s\"%s must be a list of %d numbers [a, b%s]%s, got %s", name,
+                 pd->name, at, pd->ncomp, pd->ncomp == 2 ? "" : pd->ncomp == 3 ? ", c" : ", c, d",
+                 pd->keyframable && !in_key ? " or keyframes {frame: [...]}" : "",
+                 describe(P, n, buf, sizeof buf));
+            return false;
+        }
+        bool ok = true;
+        for (int c = 0; c < pd->ncomp; c++) {
+            if (out[c] < pd->min || out[c] > pd->max) {
+                range_error(P, O, pd, ITEM(P, n, c), out[c], c, at);
+                ok = false;
+            }
+        }
+        return ok;
+    }
+    case PFS_PARAM_ENUM: {
+        if (n->type == YAML_SCALAR_NODE && pd->choices) {
+            for (int i = 0; pd->choices[i]; i++) {
+                if (!strcmp(stext(n), pd->choices[i])) {
+                    out[0] = i;
+                    return true;
+                }
+            }
+        }
+        char list[512] = "";
+        size_t len = 0;
+        for (int i = 0; pd->choices && pd->choices[i] && len < sizeof list; i++)
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "",
+                                    pd->choices[i]);
+        perr(P, n, "%s: \"%s\" must be one of %s; got %s", name, pd->name, list,
+             describe(P, n, buf, sizeof buf));
+        return false;
+    }
+    case PFS_PARAM_BOOL: {
+        bool b;
+        if (!scalar_bool(n, &b)) {
+            perr(P, n, "%s: \"%s\" must be true or false, got %s", name, pd->name,
+                 describe(P, n, buf, sizeof buf));
+            return false;
+        }
+        out[0] = b;
+        return true;
+    }
+    }
+    return false;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const struct rules_key *x = a, *y = b;
+    return (x->frame > y->frame) - (x->frame < y->frame);
+}
+
+static void set_param(struct pctx *P, const struct opctx *O, int idx, const yaml_node_t *key,
+                      const yaml_node_t *v)
+{
+    const struct pfs_param_desc *pd = &O->desc->params[idx];
+    struct rules_param *rp = &O->op->params[idx];
+    const char *name = O->desc->name;
+    char buf[128];
+
+    if (rp->set) {
+        perr(P, key, "%s: \"%s\" is set twice (first at line %d)", name, pd->name, rp->line);
+        return;
+    }
+    rp->set = true;
+    rp->line = (int)key->start_mark.line + 1;
+    rp->col = (int)key->start_mark.column + 1;
+
+    if (v->type != YAML_MAPPING_NODE) {
+        rp->keys = palloc(P, sizeof *rp->keys);
+        if (!rp->keys)
+            return;
+        rp->nkeys = 1;
+        rp->keys[0].line = (int)v->start_mark.line + 1;
+        rp->keys[0].col = (int)v->start_mark.column + 1;
+        parse_value(P, O, pd, v, 0, false, rp->keys[0].v);
+        return;
+    }
+    if (!pd->keyframable) {
+        perr(P, v, "%s: \"%s\" cannot be keyframed; give one value for the whole shot", name,
+             pd->name);
+        return;
+    }
+    if (PAIRS(v) == 0) {
+        perr(P, v, "%s: \"%s\": keyframes {frame: value} need at least one frame", name,
+             pd->name);
+        return;
+    }
+    rp->keys = palloc(P, (size_t)PAIRS(v) * sizeof *rp->keys);
+    if (!rp->keys)
+        return;
+    rp->keyed = true;
+    for (int i = 0; i < PAIRS(v); i++) {
+        yaml_node_t *k = node_at(P, PAIR(v, i)->key);
+        yaml_node_t *kv = node_at(P, PAIR(v, i)->value);
+        int frame;
+        if (!scalar_int(k, &frame)) {
+            perr(P, k, "%s: \"%s\": keyframes are {frame: value} with whole frame numbers, "
+                       "got %s as a frame", name, pd->name, describe(P, k, buf, sizeof buf));
+            continue;
+        }
+        bool dup = false;
+        for (int j = 0; j < rp->nkeys; j++) {
+            if (rp->keys[j].frame == frame) {
+                perr(P, k, "%s: \"%s\": frame %d is keyed twice (first at line %d)", name,
+                     pd->name, frame, rp->keys[j].line);
+                dup = true;
+                break;
+            }
+        }
+        if (dup)
+            continue;
+        struct rules_key *rk = &rp->keys[rp->nkeys++];
+        rk->frame = frame;
+        rk->line = (int)k->start_mark.line + 1;
+        rk->col = (int)k->start_mark.column + 1;
+        parse_value(P, O, pd, kv, frame, true, rk->v);
+    }
+    qsort(rp->keys, (size_t)rp->nkeys, sizeof *rp->keys, key_cmp);
+}
+
+static bool has_group(const struct pfs_op_desc *d, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (int i = 0; i < d->nparams; i++)
+        if (!strncmp(d->params[i].name, prefix, n) && d->params[i].name[n] == '.')
+            return true;
+    return false;
+}
+
+static void list_params(const struct pfs_op_desc *d, const char *prefix, char *out,
+                        size_t size)
+{
+    size_t len = 0, n = prefix ? strlen(prefix) : 0;
+    out[0] = '\0';
+    for (int i = 0; i < d->nparams && len < size; i++) {
+        const char *pn = d->params[i].name;
+        if (prefix && (strncmp(pn, prefix, n) || pn[n] != '.'))
+            continue;
+        len += (size_t)snprintf(out + len, size - len, "%s%s", len ? ", " : "", pn);
+    }
+}
+
+static void unknown_param(struct pctx *P, const struct opctx *O, const yaml_node_t *key,
+                          const char *full)
+{
+    const struct pfs_op_desc *d = O->desc;
+    int best = -1, bestd = 1 << 30;
+    for (int i = 0; i < d->nparams; i++) {
+        int dist = rules_edit_distance(full, d->params[i].name);
+        const char *dot = strrchr(d->params[i].name, '.');
+        if (dot) {
+            int dl = rules_edit_distance(full, dot + 1);
+            dist = dl < dist ? dl : dist;
+        }
+        if (dist < bestd)
+            bestd = dist, best = i;
+    }
+    char hint[160] = "";
+    int limit = ((int)strlen(full) + 1) / 2 > 2 ? ((int)strlen(full) + 1) / 2 : 2;
+    if (best >= 0 && bestd <= limit)
+        snprintf(hint, sizeof hint, "; did you mean \"%s\"?", d->params[best].name);
+    char list[768];
+    list_params(d, NULL, list, sizeof list);
+    perr(P, key, "%s: unknown parameter \"%s\"%s %s takes: %s", d->name, full,
+         hint[0] ? hint : ";", d->name, list);
+}
+
+/* Nested mappings name parameters by dotted path; a mapping under a name that
+ * is itself a parameter is that parameter's keyframes instead. */
+static void walk_params(struct pctx *P, const struct opctx *O, const char *prefix,
+                        const yaml_node_t *key, const yaml_node_t *v)
+{
+    char full[256], buf[128], list[512];
+    if (snprintf(full, sizeof full, "%s%s%s", prefix ? prefix : "", prefix ? "." : "",
+                 stext(key)) >= (int)sizeof full) {
+        perr(P, key, "%s: parameter name too long", O->desc->name);
+        return;
+    }
+    int idx = pfs_op_param_index(O->desc, full);
+    if (idx >= 0) {
+        set_param(P, O, idx, key, v);
+        return;
+    }
+    if (!has_group(O->desc, full)) {
+        unknown_param(P, O, key, full);
+        return;
+    }
+    if (v->type != YAML_MAPPING_NODE) {
+        list_params(O->desc, full, list, sizeof list);
+        perr(P, v, "%s: \"%s\" is a group of parameters (%s); write %s: {...: value}, got %s",
+             O->desc->name, full, list, stext(key), describe(P, v, buf, sizeof buf));
+        return;
+    }
+    for (int i = 0; i < PAIRS(v); i++) {
+        if (!key_ok(P, v, i, O->desc->name))
+            continue;
+        walk_params(P, O, full, node_at(P, PAIR(v, i)->key), node_at(P, PAIR(v, i)->value));
+    }
+}
+
+static const struct pfs_op_desc *find_op(struct rules_loader *L, const char *name)
+{
+    for (int i = 0; L->registry[i]; i++)
+        if (!strcmp(L->registry[i]->name, name))
+            return L->registry[i];
+    return NULL;
+}
+
+static void unknown_op(struct pctx *P, const yaml_node_t *v)
+{
+    char list[768] = "", hint[160] = "";
+    size_t len = 0;
+    int bestd = 1 << 30;
+    const char *best = NULL;
+    for (int i = 0; P->L->registry[i] && len < sizeof list; i++) {
+        const char *n = P->L->registry[i]->name;
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", n);
+        int d = rules_edit_distance(stext(v), n);
+        if (d < bestd)
+            bestd = d, best = n;
+    }
+    int limit = ((int)strlen(stext(v)) + 1) / 2 > 2 ? ((int)strlen(stext(v)) + 1) / 2 : 2;
+    if (best && bestd <= limit)
+        snprintf(hint, sizeof hint, "; did you mean \"%s\"?", best);
+    perr(P, v, "unknown op \"%s\"%s known ops: %s", stext(v), hint[0] ? hint : ";", list);
+}
+
+static int int_cmp(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The op's own cross-parameter checks, at every frame where any parameter is
+ * keyed: between keys values move linearly, so checking the keys is what a
+ * coordinator can act on. */
+static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_node_t *item)
+{
+    const struct pfs_op_desc *d = op->desc;
+    int nframes = 0;
+    for (int i = 0; i < d->nparams; i++)
+        if (op->params[i].keyed)
+            nframes += op->params[i].nkeys;
+    int *frames = malloc((size_t)(nframes + 1) * sizeof *frames);
+    pfs_pvec *vals = malloc((size_t)(d->nparams ? d->nparams : 1) * sizeof *vals);
+    if (!frames || !vals) {
+        free(frames);
+        free(vals);
+        P->L->oom = true;
+        return;
+    }
+    int n = 0;
+    for (int i = 0; i < d->nparams; i++)
+        if (op->params[i].keyed)
+            for (int k = 0; k < op->params[i].nkeys; k++)
+                frames[n++] = op->params[i].keys[k].frame;
+    qsort(frames, (size_t)n, sizeof *frames, int_cmp);
+    int uniq = 0;
+    for (int i = 0; i < n; i++)
+        if (!uniq || frames[uniq - 1] != frames[i])
+            frames[uniq++] = frames[i];
+    for (int f = 0; f < (uniq ? uniq : 1); f++) {
+        int frame = uniq ? frames[f] : 0;
+        for (int i = 0; i < d->nparams; i++)
+            rules_param_at(&op->params[i], &d->params[i], frame, vals[i]);
+        pfs_error e = {0};
+        if (d->validate(vals, &e)) {
+            if (uniq)
+                perr(P, item, "%s: %s (at frame %d)", d->name,
+                     e.msg[0] ? e.msg : "invalid parameters", frame);
+            else
+                perr(P, item, "%s: %s", d->name, e.msg[0] ? e.msg : "invalid parameters");
+            break;
+        }
+    }
+    free(frames);
+    free(vals);
+}
+
+static void parse_op(struct pctx *P, struct pfs_shot *s, const yaml_node_t *item)
+{
+    char buf[128];
+    if (item->type != YAML_MAPPING_NODE) {
+        perr(P, item, "each op is a mapping that starts with op: <name>, got %s",
+             describe(P, item, buf, sizeof buf));
+        return;
+    }
+    int errors = P->errors;
+    const yaml_node_t *opname = NULL;
+    for (int i = 0; i < PAIRS(item); i++) {
+        yaml_node_t *k = node_at(P, PAIR(item, i)->key);
+        if (k->type == YAML_SCALAR_NODE && !strcmp(stext(k), "op")) {
+            opname = node_at(P, PAIR(item, i)->value);
+            break;
+        }
+    }
+    if (!opname) {
+        /* Still catch duplicate keys so the report is complete. */
+        for (int i = 0; i < PAIRS(item); i++)
+            key_ok(P, item, i, "op");
+        perr(P, item, "this op has no \"op:\" key naming the operation");
+        return;
+    }
+    if (opname->type != YAML_SCALAR_NODE || is_null(opname)) {
+        perr(P, opname, "\"op\" must name an operation, got %s",
+             describe(P, opname, buf, sizeof buf));
+        return;
+    }
+    const struct pfs_op_desc *d = find_op(P->L, stext(opname));
+    if (!d) {
+        unknown_op(P, opname);
+        return;
+    }
+    struct rules_op *op = &s->ops[s->nops];
+    op->desc = d;
+    op->line = (int)item->start_mark.line + 1;
+    op->col = (int)item->start_mark.column + 1;
+    op->params = palloc(P, (size_t)(d->nparams ? d->nparams : 1) * sizeof *op->params);
+    if (!op->params)
+        return;
+    struct opctx O = {.desc = d, .op = op};
+    for (int i = 0; i < PAIRS(item); i++) {
+        if (!key_ok(P, item, i, d->name))
+            continue;
+        yaml_node_t *k = node_at(P, PAIR(item, i)->key);
+        if (!strcmp(stext(k), "op"))
+            continue;
+        walk_params(P, &O, NULL, k, node_at(P, PAIR(item, i)->value));
+    }
+    for (int i = 0; i < d->nparams; i++) {
+        struct rules_param *rp = &op->params[i];
+        if (rp->set)
+            continue;
+        const struct pfs_param_desc *pd = &d->params[i];
+        if (pd->required) {
+            perr(P, item, "%s: missing required parameter \"%s\" (%s)", d->name, pd->name,
+                 pd->help ? pd->help : "no default");
+            continue;
+        }
+        rp->keys = palloc(P, sizeof *rp->keys);
+        if (!rp->keys)
+            return;
+        rp->nkeys = 1;
+        memcpy(rp->keys[0].v, pd->def, sizeof pd->def);
+    }
+    if (P->errors != errors)
+        return;
+    for (int i = 0; i < d->nparams; i++)
+        if (!op->params[i].keys)
+            return; /* out of memory on the way */
+    if (d->validate)
+        run_validate(P, op, item);
+    if (P->errors == errors)
+        s->nops++;
+}
+
+static void parse_ops(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
+{
+    char buf[128];
+    if (n->type != YAML_SEQUENCE_NODE) {
+        perr(P, n, "\"ops\" must be a list of operations like - op: relight, got %s",
+             describe(P, n, buf, sizeof buf));
+        return;
+    }
+    if (ITEMS(n) == 0) {
+        pwarn(P, n, "\"ops\" is empty: the matched frames pass through unchanged");
+        return;
+    }
+    s->ops = palloc(P, (size_t)ITEMS(n) * sizeof *s->ops);
+    if (!s->ops)
+        return;
+    for (int i = 0; i < ITEMS(n); i++)
+        parse_op(P, s, ITEM(P, n, i));
+}
+
+/* ---- the file ------------------------------------------------------------- */
+
+static const char *const top_keys[] = {"shot", "match", "frames", "protect", "ops", NULL};
+
+static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *root)
+{
+    char buf[128];
+    if (root->type != YAML_MAPPING_NODE) {
+        perr(P, root, "a rule file is a mapping of keys (shot, match, frames, protect, ops), "
+                      "got %s", describe(P, root, buf, sizeof buf));
+        return;
+    }
+    const yaml_node_t *seen[5] = {0};
+    for (int i = 0; i < PAIRS(root); i++) {
+        if (!key_ok(P, root, i, "rule file"))
+            continue;
+        yaml_node_t *k = node_at(P, PAIR(root, i)->key);
+        yaml_node_t *v = node_at(P, PAIR(root, i)->value);
+        int which = -1;
+        for (int j = 0; top_keys[j]; j++)
+            if (!strcmp(stext(k), top_keys[j]))
+                which = j;
+        if (which < 0) {
+            const char *best = NULL;
+            int bestd = 1 << 30;
+            for (int j = 0; top_keys[j]; j++) {
+                int d = rules_edit_distance(stext(k), top_keys[j]);
+                if (d < bestd)
+                    bestd = d, best = top_keys[j];
+            }
+            if (bestd <= 2)
+                perr(P, k, "unknown key \"%s\"; did you mean \"%s\"? A rule file takes: "
+                           "shot, match, frames, protect, ops", stext(k), best);
+            else
+                perr(P, k, "unknown key \"%s\"; a rule file takes: shot, match, frames, "
+                           "protect, ops (op parameters go inside an item of ops)", stext(k));
+            continue;
+        }
+        seen[which] = v;
+        switch (which) {
+        case 0:
+            if (v->type != YAML_SCALAR_NODE || is_null(v)) {
+                perr(P, v, "\"shot\" must be the shot name, like A012C003, got %s",
+                     describe(P, v, buf, sizeof buf));
+                break;
+            }
+            s->name = scalar_string(P, v);
+            s->name_line = (int)v->start_mark.line + 1;
+            s->name_col = (int)v->start_mark.column + 1;
+            break;
+        case 1:
+            parse_match(P, s, v);
+            break;
+        case 2:
+            s->ranged = parse_range(P, v, "\"frames\"", &s->first, &s->last);
+            break;
+        case 3:
+            parse_protect(P, s, v);
+            break;
+        case 4:
+            parse_ops(P, s, v);
+            break;
+        }
+    }
+    static const char *const missing[] = {
+        "missing \"shot\": name the shot, like shot: A012C003",
+        "missing \"match\": give the files this rule applies to, like "
+        "match: [\"A012/A012C003.*.exr\"]",
+        NULL,
+        NULL,
+        "missing \"ops\": list the operations, like ops: [{op: relight, exposure: 0.3}]",
+    };
+    for (int j = 0; j < 5; j++)
+        if (missing[j] && !seen[j])
+            perr(P, root, "%s", missing[j]);
+}
+
+static void syntax_error(struct pctx *P, const yaml_parser_t *ps)
+{
+    const char *problem = ps->problem ? ps->problem : "malformed YAML";
+    if (ps->context)
+        perr_mark(P, ps->problem_mark, "YAML syntax error: %s %s (line %d)", problem,
+                  ps->context, (int)ps->context_mark.line + 1);
+    else
+        perr_mark(P, ps->problem_mark, "YAML syntax error: %s", problem);
+}
+
+struct pfs_shot *rules_parse_file(struct rules_loader *L, const char *path, const char *file)
+{
+    struct pctx P = {.L = L, .path = path};
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        rules_diag(L, PFS_DIAG_ERROR, path, 0, 0, "cannot open the rule file: %s",
+                   strerror(errno));
+        return NULL;
+    }
+    yaml_parser_t ps;
+    yaml_document_t doc;
+    if (!yaml_parser_initialize(&ps)) {
+        fclose(f);
+        L->oom = true;
+        return NULL;
+    }
+    yaml_parser_set_input_file(&ps, f);
+    struct pfs_shot *s = NULL;
+    if (!yaml_parser_load(&ps, &doc)) {
+        syntax_error(&P, &ps);
+        goto out;
+    }
+    P.doc = &doc;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (!root) {
+        rules_diag(L, PFS_DIAG_ERROR, path, 0, 0,
+                   "the rule file is empty; it needs at least shot, match and ops");
+        P.errors++;
+    } else {
+        s = palloc(&P, sizeof *s);
+        if (s) {
+            s->file = rules_arena_strndup(L->arena, file, strlen(file));
+            s->path = rules_arena_strndup(L->arena, path, strlen(path));
+            parse_root(&P, s, root);
+        }
+    }
+    yaml_document_delete(&doc);
+
+    /* A second document would be silently ignored; say so instead. */
+    if (root) {
+        yaml_document_t more;
+        if (!yaml_parser_load(&ps, &more)) {
+            syntax_error(&P, &ps);
+        } else {
+            yaml_node_t *r2 = yaml_document_get_root_node(&more);
+            if (r2)
+                perr_mark(&P, more.start_mark,
+                          "a rule file holds one YAML document; put each shot in its own "
+                          "file");
+            yaml_document_delete(&more);
+        }
+    }
+out:
+    yaml_parser_delete(&ps);
+    fclose(f);
+    if (P.errors || L->oom || !s || !s->name || !s->file || !s->path)
+        return NULL;
+    return s;
+}

@@ -1,0 +1,659 @@
+/*
+ * rules.c - the rule set: loading a directory, its lifetime, and what the
+ * engine asks of it at run time (match, resolve, protect, hash).
+ *
+ * Loading reads every rule file (parse.c), checks the set against the dailies
+ * (dailies.c) and only then publishes it; any error and the whole set is
+ * thrown away, so a broken file is never half-applied. A published set is
+ * never written again: render threads read it without locks, and a running
+ * mount swaps in a new set while old renders still hold a reference.
+ *
+ * pfs_rules_match runs on every getattr, so it allocates nothing and touches
+ * no file: it walks the shots' globs with fnmatch, which is cheap next to a
+ * FUSE round trip.
+ *
+ * Canonical texts are what the cache keys and provenance are made of: they
+ * list every parameter (defaults included) in table order with numbers in the
+ * shortest form that reads back exactly, so writing a default explicitly,
+ * reordering keys or editing comments never changes a hash, and any change of
+ * value always does.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "rules/internal.h"
+#include "util/log.h"
+
+/* ---- arena ---------------------------------------------------------------- */
+
+struct rules_arena_block {
+    struct rules_arena_block *next;
+    size_t used, size;
+    max_align_t data[];
+};
+
+void *rules_arena_alloc(struct rules_arena *a, size_t size)
+{
+    size = (size + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t);
+    struct rules_arena_block *b = a->head;
+    if (!b || b->size - b->used < size) {
+        size_t cap = size > 16384 ? size : 16384;
+        b = calloc(1, sizeof *b + cap);
+        if (!b)
+            return NULL;
+        b->size = cap;
+        b->next = a->head;
+        a->head = b;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += size;
+    return p;
+}
+
+char *rules_arena_strndup(struct rules_arena *a, const char *s, size_t n)
+{
+    char *p = rules_arena_alloc(a, n + 1);
+    if (p)
+        memcpy(p, s, n);
+    return p;
+}
+
+void rules_arena_free(struct rules_arena *a)
+{
+    while (a->head) {
+        struct rules_arena_block *next = a->head->next;
+        free(a->head);
+        a->head = next;
+    }
+}
+
+/* ---- small shared helpers ------------------------------------------------- */
+
+void rules_diag(struct rules_loader *L, enum pfs_diag_severity sev, const char *file,
+                int line, int col, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (sev == PFS_DIAG_ERROR)
+        L->nerrors++;
+    else
+        L->nwarnings++;
+    if (L->opts->report) {
+        L->opts->report(L->opts->report_ud, sev, file, line, col, msg);
+        return;
+    }
+    enum pfs_log_level lvl = sev == PFS_DIAG_ERROR ? PFS_LOG_ERROR : PFS_LOG_WARN;
+    if (line > 0)
+        pfs_log(lvl, "%s:%d:%d: %s", file, line, col, msg);
+    else
+        pfs_log(lvl, "%s: %s", file, msg);
+}
+
+void rules_format_number(double v, char buf[32])
+{
+    if (v == 0)
+        v = 0; /* -0 */
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, 32, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
+int rules_edit_distance(const char *a, const char *b)
+{
+    enum { MAX = 64 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= MAX || lb >= MAX)
+        return MAX;
+    int row[MAX + 1];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int up = row[j];
+            int best = diag + (a[i - 1] != b[j - 1]);
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            if (up + 1 < best)
+                best = up + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd, int frame,
+                    double out[PFS_PARAM_MAX_COMP])
+{
+    const struct rules_key *k = p->keys;
+    int n = p->nkeys;
+    memset(out, 0, PFS_PARAM_MAX_COMP * sizeof *out);
+    int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
+    if (!p->keyed || n == 1 || frame <= k[0].frame) {
+        memcpy(out, k[0].v, (size_t)ncomp * sizeof *out);
+        return;
+    }
+    if (frame >= k[n - 1].frame) {
+        memcpy(out, k[n - 1].v, (size_t)ncomp * sizeof *out);
+        return;
+    }
+    int i = 1;
+    while (k[i].frame < frame)
+        i++;
+    if (k[i].frame == frame) {
+        memcpy(out, k[i].v, (size_t)ncomp * sizeof *out);
+        return;
+    }
+    const struct rules_key *a = &k[i - 1], *b = &k[i];
+    double t = (double)(frame - a->frame) / (double)(b->frame - a->frame);
+    for (int c = 0; c < ncomp; c++) {
+        /* ENUM and BOOL hold their earlier key; they are never keyframable in
+         * a table, but a choice index must never be blended. */
+        if (pd->type == PFS_PARAM_ENUM || pd->type == PFS_PARAM_BOOL)
+            out[c] = a->v[c];
+        else
+            out[c] = a->v[c] + (b->v[c] - a->v[c]) * t;
+    }
+}
+
+/* ---- text buffer for the canonical forms ---------------------------------- */
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    if (b->oom)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = true;
+            return;
+        }
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 512;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+}
+
+static void sb_value(struct sbuf *b, const struct pfs_param_desc *pd, const double *v)
+{
+    char num[32];
+    switch (pd->type) {
+    case PFS_PARAM_NUMBER:
+        rules_format_number(v[0], num);
+        sb_printf(b, "%s", num);
+        break;
+    case PFS_PARAM_VEC:
+        for (int c = 0; c < pd->ncomp; c++) {
+            rules_format_number(v[c], num);
+            sb_printf(b, "%s%s", c ? "," : "", num);
+        }
+        break;
+    case PFS_PARAM_ENUM:
+        sb_printf(b, "%s", pd->choices[(int)v[0]]);
+        break;
+    case PFS_PARAM_BOOL:
+        sb_printf(b, "%s", v[0] != 0 ? "true" : "false");
+        break;
+    }
+}
+
+static void hash_hex(const void *data, size_t len, char out[33])
+{
+    XXH128_hash_t h = XXH3_128bits(data, len);
+    snprintf(out, 33, "%016llx%016llx", (unsigned long long)h.high64,
+             (unsigned long long)h.low64);
+}
+
+/* Strings carry their length so no name or glob can imitate a separator. */
+static bool shot_hash(struct pfs_shot *s)
+{
+    struct sbuf b = {0};
+    char num[4][32];
+    sb_printf(&b, "platefs-shot 1\nshot %zu:%s\n", strlen(s->name), s->name);
+    for (int i = 0; i < s->nglobs; i++)
+        sb_printf(&b, "match %zu:%s\n", strlen(s->globs[i].pat), s->globs[i].pat);
+    if (s->ranged)
+        sb_printf(&b, "frames %d-%d\n", s->first, s->last);
+    else
+        sb_printf(&b, "frames all\n");
+    for (int i = 0; i < s->nprotect; i++) {
+        const struct rules_protect *r = &s->protect[i];
+        for (int c = 0; c < 4; c++)
+            rules_format_number(r->a[c], num[c]);
+        sb_printf(&b, "protect %s %s,%s,%s,%s", r->shape == PFS_PROTECT_RECT ? "rect" : "ellipse",
+                  num[0], num[1], num[2], num[3]);
+        if (r->ranged)
+            sb_printf(&b, " frames %d-%d\n", r->first, r->last);
+        else
+            sb_printf(&b, " frames all\n");
+    }
+    for (int i = 0; i < s->nops; i++) {
+        const struct rules_op *op = &s->ops[i];
+        sb_printf(&b, "op %s\n", op->desc->name);
+        for (int p = 0; p < op->desc->nparams; p++) {
+            const struct rules_param *rp = &op->params[p];
+            const struct pfs_param_desc *pd = &op->desc->params[p];
+            sb_printf(&b, " %s", pd->name);
+            if (!rp->keyed) {
+                sb_printf(&b, " ");
+                sb_value(&b, pd, rp->keys[0].v);
+            } else {
+                for (int k = 0; k < rp->nkeys; k++) {
+                    sb_printf(&b, " %d:", rp->keys[k].frame);
+                    sb_value(&b, pd, rp->keys[k].v);
+                }
+            }
+            sb_printf(&b, "\n");
+        }
+    }
+    bool ok = !b.oom;
+    if (ok)
+        hash_hex(b.p, b.len, s->hash);
+    free(b.p);
+    return ok;
+}
+
+/* ---- loading -------------------------------------------------------------- */
+
+static bool rule_file_name(const char *n)
+{
+    if (n[0] == '.')
+        return false; /* hidden, and editor leftovers: .#x.yaml, .x.yaml.swp */
+    size_t len = strlen(n);
+    if (len && n[len - 1] == '~')
+        return false;
+    return (len > 5 && !strcasecmp(n + len - 5, ".yaml")) ||
+           (len > 4 && !strcasecmp(n + len - 4, ".yml"));
+}
+
+static int select_rule_file(const struct dirent *d)
+{
+    return rule_file_name(d->d_name);
+}
+
+/* Byte order, not the locale's collation: the same set loads in the same
+ * order on every machine. */
+static int name_cmp(const struct dirent **a, const struct dirent **b)
+{
+    return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t ld = strlen(dir);
+    bool slash = ld && dir[ld - 1] == '/';
+    char *p = malloc(ld + strlen(name) + 2);
+    if (p)
+        sprintf(p, "%s%s%s", dir, slash ? "" : "/", name);
+    return p;
+}
+
+static void free_ruleset(struct pfs_ruleset *rs)
+{
+    if (!rs)
+        return;
+    rules_arena_free(&rs->arena);
+    free(rs->shots);
+    free(rs);
+}
+
+int pfs_rules_load(const struct pfs_rules_opts *opts, struct pfs_ruleset **out,
+                   pfs_error *err)
+{
+    *out = NULL;
+    struct pfs_rules_opts defaults = {0};
+    if (!opts)
+        opts = &defaults;
+    if (!opts->rules_dir)
+        return pfs_error_set(err, EINVAL, "no rules directory given");
+
+    struct dirent **names = NULL;
+    int nnames = scandir(opts->rules_dir, &names, select_rule_file, name_cmp);
+    if (nnames < 0) {
+        int e = errno;
+        return pfs_error_set(err, e, "%s: cannot read the rules directory: %s",
+                             opts->rules_dir, strerror(e));
+    }
+
+    struct pfs_ruleset *rs = calloc(1, sizeof *rs);
+    if (rs)
+        rs->shots = calloc((size_t)nnames + 1, sizeof *rs->shots);
+    if (!rs || !rs->shots) {
+        for (int i = 0; i < nnames; i++)
+            free(names[i]);
+        free(names);
+        free_ruleset(rs);
+        return pfs_error_set(err, ENOMEM, "%s: out of memory", opts->rules_dir);
+    }
+    atomic_init(&rs->refs, 1);
+
+    struct rules_loader L = {
+        .opts = opts,
+        .registry = opts->ops ? opts->ops : pfs_op_registry,
+        .arena = &rs->arena,
+    };
+    int nfiles = 0;
+    for (int i = 0; i < nnames; i++) {
+        char *path = join(opts->rules_dir, names[i]->d_name);
+        struct stat st;
+        if (!path) {
+            L.oom = true;
+        } else if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+            nfiles++;
+            struct pfs_shot *s = rules_parse_file(&L, path, names[i]->d_name);
+            if (s)
+                rs->shots[rs->nshots++] = s;
+        }
+        free(path);
+        free(names[i]);
+    }
+    free(names);
+
+    /* Shot names end up in provenance and in `platefs check`; two files
+     * claiming the same name would make both ambiguous. */
+    for (int i = 0; i < rs->nshots; i++) {
+        for (int j = 0; j < i; j++) {
+            if (!strcmp(rs->shots[i]->name, rs->shots[j]->name)) {
+                rules_diag(&L, PFS_DIAG_ERROR, rs->shots[i]->path, rs->shots[i]->name_line,
+                           rs->shots[i]->name_col,
+                           "shot \"%s\" is already defined in %s; each shot has one rule file",
+                           rs->shots[i]->name, rs->shots[j]->file);
+                break;
+            }
+        }
+    }
+    if (nfiles == 0)
+        rules_diag(&L, PFS_DIAG_WARNING, opts->rules_dir, 0, 0,
+                   "no rule files (*.yaml, *.yml) here: every file passes through unchanged");
+
+    if (opts->dailies_root && !L.oom)
+        rules_check_dailies(&L, opts->dailies_root, rs->shots, rs->nshots);
+
+    for (int i = 0; i < rs->nshots && !L.oom; i++)
+        if (!shot_hash(rs->shots[i]))
+            L.oom = true;
+
+    if (L.oom) {
+        free_ruleset(rs);
+        return pfs_error_set(err, ENOMEM, "%s: out of memory while loading the rules",
+                             opts->rules_dir);
+    }
+    if (L.nerrors) {
+        free_ruleset(rs);
+        return pfs_error_set(err, EINVAL, "%s: %d error%s in the rule files; no rules loaded",
+                             opts->rules_dir, L.nerrors, L.nerrors == 1 ? "" : "s");
+    }
+    *out = rs;
+    return 0;
+}
+
+struct pfs_ruleset *pfs_ruleset_ref(struct pfs_ruleset *rs)
+{
+    if (rs)
+        atomic_fetch_add_explicit(&rs->refs, 1, memory_order_relaxed);
+    return rs;
+}
+
+void pfs_ruleset_unref(struct pfs_ruleset *rs)
+{
+    /* acq_rel: the thread that frees must see every other holder's reads done. */
+    if (rs && atomic_fetch_sub_explicit(&rs->refs, 1, memory_order_acq_rel) == 1)
+        free_ruleset(rs);
+}
+
+int pfs_ruleset_shot_count(const struct pfs_ruleset *rs)
+{
+    return rs ? rs->nshots : 0;
+}
+
+const struct pfs_shot *pfs_ruleset_shot(const struct pfs_ruleset *rs, int i)
+{
+    return rs && i >= 0 && i < rs->nshots ? rs->shots[i] : NULL;
+}
+
+/* ---- matching ------------------------------------------------------------- */
+
+bool rules_frame_of(const char *relpath, int *frame)
+{
+    const char *base = strrchr(relpath, '/');
+    base = base ? base + 1 : relpath;
+    size_t len = strlen(base);
+    if (len < 4 || strcasecmp(base + len - 4, ".exr"))
+        return false;
+    const char *end = base + len - 4;
+    while (end > base && (end[-1] < '0' || end[-1] > '9'))
+        end--;
+    if (end == base)
+        return false;
+    const char *start = end;
+    while (start > base && start[-1] >= '0' && start[-1] <= '9')
+        start--;
+    /* Skip leading zeros so a 0001042 frame still fits; more than nine
+     * significant digits is not a frame number anyone uses. */
+    while (start < end - 1 && *start == '0')
+        start++;
+    if (end - start > 9)
+        return false;
+    int f = 0;
+    for (const char *p = start; p < end; p++)
+        f = f * 10 + (*p - '0');
+    *frame = f;
+    return true;
+}
+
+const struct rules_glob *rules_shot_claims(const struct pfs_shot *s, const char *relpath,
+                                           int frame)
+{
+    if (s->ranged && (frame < s->first || frame > s->last))
+        return NULL;
+    for (int g = 0; g < s->nglobs; g++)
+        if (fnmatch(s->globs[g].pat, relpath, FNM_PATHNAME) == 0)
+            return &s->globs[g];
+    return NULL;
+}
+
+const struct pfs_shot *pfs_rules_match(const struct pfs_ruleset *rs, const char *relpath,
+                                       int *frame)
+{
+    int f;
+    if (!rs || !relpath || !rules_frame_of(relpath, &f))
+        return NULL;
+    for (int i = 0; i < rs->nshots; i++) {
+        if (rules_shot_claims(rs->shots[i], relpath, f)) {
+            if (frame)
+                *frame = f;
+            return rs->shots[i];
+        }
+    }
+    return NULL;
+}
+
+const char *pfs_shot_name(const struct pfs_shot *shot)
+{
+    return shot->name;
+}
+
+const char *pfs_shot_file(const struct pfs_shot *shot)
+{
+    return shot->file;
+}
+
+const char *pfs_shot_hash(const struct pfs_shot *shot)
+{
+    return shot->hash;
+}
+
+/* ---- resolving ------------------------------------------------------------ */
+
+void pfs_frame_ops_free(struct pfs_frame_ops *fo)
+{
+    if (!fo)
+        return;
+    if (fo->ops)
+        for (int i = 0; i < fo->nops; i++)
+            free(fo->ops[i].vals);
+    free(fo->ops);
+    free(fo->canonical);
+    free(fo);
+}
+
+int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
+                     pfs_error *err)
+{
+    *out = NULL;
+    struct pfs_frame_ops *fo = calloc(1, sizeof *fo);
+    if (!fo)
+        return pfs_error_set(err, ENOMEM, "shot %s: out of memory", shot->name);
+    fo->ops = calloc((size_t)shot->nops + 1, sizeof *fo->ops);
+    if (!fo->ops)
+        goto oom;
+    struct sbuf b = {0};
+    for (int i = 0; i < shot->nops; i++) {
+        const struct rules_op *op = &shot->ops[i];
+        const struct pfs_op_desc *d = op->desc;
+        struct pfs_resolved_op *ro = &fo->ops[fo->nops++];
+        ro->desc = d;
+        ro->vals = calloc((size_t)(d->nparams ? d->nparams : 1), sizeof *ro->vals);
+        if (!ro->vals)
+            goto oom_text;
+        sb_printf(&b, "%s%s", i ? "\n" : "", d->name);
+        for (int p = 0; p < d->nparams; p++) {
+            rules_param_at(&op->params[p], &d->params[p], frame, ro->vals[p]);
+            sb_printf(&b, " %s=", d->params[p].name);
+            sb_value(&b, &d->params[p], ro->vals[p]);
+        }
+    }
+    /* No ops still has a (empty) canonical text, so the cache key is defined. */
+    sb_printf(&b, "%s", "");
+    if (b.oom)
+        goto oom_text;
+    fo->canonical = b.p;
+    hash_hex(b.p, b.len, fo->hash);
+    *out = fo;
+    return 0;
+oom_text:
+    free(b.p);
+oom:
+    pfs_frame_ops_free(fo);
+    return pfs_error_set(err, ENOMEM, "shot %s: out of memory", shot->name);
+}
+
+int pfs_shot_protect_at(const struct pfs_shot *shot, int frame,
+                        struct pfs_protect_region *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < shot->nprotect; i++) {
+        const struct rules_protect *r = &shot->protect[i];
+        if (r->ranged && (frame < r->first || frame > r->last))
+            continue;
+        if (n < max && out) {
+            out[n].shape = r->shape;
+            if (r->shape == PFS_PROTECT_RECT) {
+                out[n].x0 = r->a[0], out[n].y0 = r->a[1];
+                out[n].x1 = r->a[2], out[n].y1 = r->a[3];
+            } else {
+                out[n].x0 = r->a[0] - r->a[2], out[n].y0 = r->a[1] - r->a[3];
+                out[n].x1 = r->a[0] + r->a[2], out[n].y1 = r->a[1] + r->a[3];
+            }
+        }
+        n++;
+    }
+    return n;
+}
+
+/* ---- platefs check -------------------------------------------------------- */
+
+struct check_out {
+    FILE *out;
+};
+
+static void check_report(void *ud, enum pfs_diag_severity sev, const char *file, int line,
+                         int col, const char *msg)
+{
+    struct check_out *c = ud;
+    const char *what = sev == PFS_DIAG_ERROR ? "error" : "warning";
+    if (line > 0)
+        fprintf(c->out, "%s:%d:%d: %s: %s\n", file, line, col, what, msg);
+    else
+        fprintf(c->out, "%s: %s: %s\n", file, what, msg);
+}
+
+int pfs_rules_check(const char *rules_dir, const char *dailies_root, FILE *out)
+{
+    struct check_out c = {.out = out};
+    struct pfs_rules_opts opts = {
+        .rules_dir = rules_dir,
+        .dailies_root = dailies_root,
+        .report = check_report,
+        .report_ud = &c,
+    };
+    struct pfs_ruleset *rs;
+    pfs_error err = {0};
+    int rc = pfs_rules_load(&opts, &rs, &err);
+    if (rc) {
+        fprintf(out, "%s\n", err.msg);
+        return 1;
+    }
+    for (int i = 0; i < rs->nshots; i++) {
+        const struct pfs_shot *s = rs->shots[i];
+        if (s->checked && s->nfiles)
+            fprintf(out, "%s: shot %s: %d file%s, frames %d-%d\n", s->path, s->name,
+                    s->nfiles, s->nfiles == 1 ? "" : "s", s->frame_min, s->frame_max);
+        else if (s->checked)
+            fprintf(out, "%s: shot %s: 0 files\n", s->path, s->name);
+        else if (s->ranged)
+            fprintf(out, "%s: shot %s: frames %d-%d (not checked against the dailies)\n",
+                    s->path, s->name, s->first, s->last);
+        else
+            fprintf(out, "%s: shot %s: all frames (not checked against the dailies)\n",
+                    s->path, s->name);
+        for (int g = 0; g < s->nglobs; g++) {
+            if (s->checked)
+                fprintf(out, "    %s: %d frame%s\n", s->globs[g].pat, s->globs[g].nframes,
+                        s->globs[g].nframes == 1 ? "" : "s");
+            else
+                fprintf(out, "    %s\n", s->globs[g].pat);
+        }
+    }
+    fprintf(out, "%d shot%s, rules are valid\n", rs->nshots, rs->nshots == 1 ? "" : "s");
+    pfs_ruleset_unref(rs);
+    return 0;
+}
