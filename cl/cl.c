@@ -66,6 +66,7 @@ struct pfs_cl {
     cl_program program;
     pthread_mutex_t lock;
     char device_name[256];
+    char options[128]; /* PFS_CL_BUILD_OPTIONS plus per-device additions */
     int from_cache;
     struct kernel_slot kernels[MAX_KERNELS];
     int nkernels;
@@ -455,7 +456,7 @@ static void cache_key(const struct pfs_cl *cl, char hex[33])
     s = info_string_alloc(device_info, cl->device, CL_DEVICE_VERSION);
     hash_str(st, s ? s : "");
     free(s);
-    hash_str(st, PFS_CL_BUILD_OPTIONS);
+    hash_str(st, cl->options);
     for (size_t i = 0; i < pfs_cl_nsources; i++) {
         hash_str(st, pfs_cl_sources[i].name);
         hash_str(st, pfs_cl_sources[i].text);
@@ -664,7 +665,7 @@ static int build_from_source(struct pfs_cl *cl, pfs_error *err)
     if (st != CL_SUCCESS)
         return cl_fail(err, st, "clCreateProgramWithSource");
 
-    st = clBuildProgram(cl->program, 1, &cl->device, PFS_CL_BUILD_OPTIONS, NULL, NULL);
+    st = clBuildProgram(cl->program, 1, &cl->device, cl->options, NULL, NULL);
     char *blog = build_log(cl->program, cl->device);
     if (st != CL_SUCCESS) {
         pfs_log(PFS_LOG_ERROR, "OpenCL program failed to build for %s (%s); build log:",
@@ -723,7 +724,7 @@ static bool load_cached(struct pfs_cl *cl, const char *path, const char *key)
         clCreateProgramWithBinary(cl->context, 1, &cl->device, &size, bins, &bin_status, &st);
     free(bin);
     if (st == CL_SUCCESS && bin_status == CL_SUCCESS)
-        st = clBuildProgram(cl->program, 1, &cl->device, PFS_CL_BUILD_OPTIONS, NULL, NULL);
+        st = clBuildProgram(cl->program, 1, &cl->device, cl->options, NULL, NULL);
     else if (st == CL_SUCCESS)
         st = bin_status;
     if (st != CL_SUCCESS) {
@@ -811,8 +812,17 @@ int pfs_cl_open(const struct pfs_cl_opts *opts, struct pfs_cl **out, pfs_error *
         rc = cl_fail(err, st, "clCreateCommandQueue");
         goto fail;
     }
-    pfs_log(PFS_LOG_INFO, "OpenCL device %d:%d %s (%s)", pi, di, cl->device_name,
-            platform_name);
+    /* Correctly rounded float division and sqrt where the device offers
+     * them: the ops' C references rely on it to compute the same float
+     * geometry (window masks) bit for bit. */
+    cl_device_fp_config fp = 0;
+    clGetDeviceInfo(cl->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
+    snprintf(cl->options, sizeof cl->options, "%s%s", PFS_CL_BUILD_OPTIONS,
+             (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)
+                 ? " -cl-fp32-correctly-rounded-divide-sqrt"
+                 : "");
+    pfs_log(PFS_LOG_INFO, "OpenCL device %d:%d %s (%s), build options %s", pi, di,
+            cl->device_name, platform_name, cl->options);
     rc = make_program(cl, opts ? opts->binary_cache_dir : NULL, err);
     if (rc)
         goto fail;

@@ -33,7 +33,10 @@
 
 /* Options every kernel is built with: OpenCL C 1.2, IEEE semantics kept
  * (no -cl-fast-relaxed-math / -cl-finite-math-only: NaN and Inf in plates
- * must behave as on the CPU). Part of the binary cache key. */
+ * must behave as on the CPU). Devices that offer it also get
+ * -cl-fp32-correctly-rounded-divide-sqrt, so float geometry computed in a
+ * kernel can match the C reference bit for bit. The options are part of the
+ * binary cache key. */
 #define PFS_CL_BUILD_OPTIONS "-cl-std=CL1.2"
 
 struct pfs_cl_opts {

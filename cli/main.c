@@ -394,6 +394,7 @@ static int cmd_mount(struct parsed *p)
     }
     pfs_log_setup((enum pfs_log_level)p->log_level, p->use_syslog);
 
+    pfs_fs_block_signals();
     struct stack s;
     if (stack_open(&s, dailies, &p->common, true)) {
         free(dailies);

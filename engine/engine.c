@@ -579,6 +579,16 @@ static void serve(const uint8_t *data, size_t total, uint64_t off, size_t len, p
     cb(ud, n ? data + off : data, n, 0);
 }
 
+/* Answers a read from a finished job: its bytes, or the error it ended
+ * with (a failed render is briefly visible before it is dropped). */
+static void serve_job(const struct job *j, uint64_t off, size_t len, pfs_read_cb cb, void *ud)
+{
+    if (j->err)
+        cb(ud, NULL, 0, j->err);
+    else
+        serve(j->data, j->len, off, len, cb, ud);
+}
+
 /* Name of frame_no + step in the same sequence: the last run of digits of
  * the file name, same padding. NULL when the name has no frame number. */
 static char *sibling_relpath(const char *relpath, int step)
@@ -746,7 +756,7 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
         j->readers++;
         pthread_mutex_unlock(&e->lock);
         atomic_fetch_add(&e->n_memory_hits, off == 0);
-        serve(j->data, j->len, off, len, cb, ud);
+        serve_job(j, off, len, cb, ud);
         pthread_mutex_lock(&e->lock);
         j->readers--;
         if (j->unlinked && j->readers == 0)
@@ -791,7 +801,7 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
         j->readers++;
         pthread_mutex_unlock(&e->lock);
         free(w);
-        serve(j->data, j->len, off, len, cb, ud);
+        serve_job(j, off, len, cb, ud);
         pthread_mutex_lock(&e->lock);
         j->readers--;
         if (j->unlinked && j->readers == 0)

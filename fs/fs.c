@@ -19,6 +19,8 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,6 +469,21 @@ void pfs_fs_invalidate_files(struct pfs_fs *fs)
     pfs_inode_each_file(fs->inodes, invalidate_one, fs);
 }
 
+static void exit_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGHUP);
+}
+
+void pfs_fs_block_signals(void)
+{
+    sigset_t set;
+    exit_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 int pfs_fs_run(const struct pfs_fs_opts *opts, struct pfs_engine *engine, pfs_error *err)
 {
     struct pfs_fs fs = {.opts = *opts, .engine = engine};
@@ -490,6 +507,15 @@ int pfs_fs_run(const struct pfs_fs_opts *opts, struct pfs_engine *engine, pfs_er
         rc = pfs_error_set(err, EINVAL, "cannot create the FUSE session (see above)");
         goto out_args;
     }
+    /* libfuse installs its handlers only over the default disposition, and
+     * libraries loaded before the mount (LLVM inside PoCL) replace it with
+     * crash handlers that re-raise: put the default back so that SIGTERM
+     * unmounts instead of killing the process with the mount left behind. */
+    sigset_t exits;
+    exit_signals(&exits);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(&exits, sig) == 1)
+            signal(sig, SIG_DFL);
     if (fuse_set_signal_handlers(fs.se) != 0) {
         rc = pfs_error_set(err, EIO, "cannot install signal handlers");
         goto out_session;
@@ -509,6 +535,9 @@ int pfs_fs_run(const struct pfs_fs_opts *opts, struct pfs_engine *engine, pfs_er
     if (opts->on_ready)
         opts->on_ready(opts->ready_ud);
 
+    /* From here on this thread and the FUSE workers it starts take the
+     * signals that end the mount; see pfs_fs_block_signals. */
+    pthread_sigmask(SIG_UNBLOCK, &exits, NULL);
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     if (opts->max_threads > 0)
         fuse_loop_cfg_set_max_threads(cfg, (unsigned)opts->max_threads);

@@ -38,6 +38,15 @@ struct pfs_fs_opts {
 };
 
 /*
+ * Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and so in every
+ * thread it starts afterwards (render threads, OpenCL driver threads). Call
+ * it before opening the engine: the signals that end a mount must reach a
+ * FUSE thread, which pfs_fs_run unblocks them for; a signal taken by any
+ * other thread would set the exit flag and wake nobody.
+ */
+void pfs_fs_block_signals(void);
+
+/*
  * Mounts, calls opts->on_ready once the mount is up, and serves until unmounted (fusermount3 -u) or SIGINT/SIGTERM/SIGHUP, then
  * unmounts cleanly. Returns 0 after a clean unmount.
  */

@@ -345,7 +345,9 @@ static int relight_prepare(const pfs_pvec *vals, const struct pfs_image *frame,
         u->half_h = (float)(0.5 * vals[P_SIZE][1]);
         u->inv_a = (float)(2.0 / vals[P_SIZE][0]);
         u->inv_b = (float)(2.0 / vals[P_SIZE][1]);
-        u->inv_feather = vals[P_FEATHER][0] > 0 ? (float)(1.0 / vals[P_FEATHER][0]) : 0.0f;
+        /* Below a thousandth of a pixel a soft edge is a hard one (and 1/f
+         * would overflow a float). */
+        u->inv_feather = vals[P_FEATHER][0] >= 1e-3 ? (float)(1.0 / vals[P_FEATHER][0]) : 0.0f;
     }
     return 0;
 }
@@ -479,7 +481,10 @@ const struct pfs_op_desc pfs_op_relight = {
     .prepare = relight_prepare,
     .run_cpu = relight_run_cpu,
     .run_cl = relight_run_cl,
-    /* float against double: a few ulp per stage, powr's 16 ulp, and the
-     * window mask's float geometry (docs/relight.md). */
-    .cl_tolerance = 1e-5,
+    /* The kernel is float, the reference double. Dot products (the
+     * white-balance matrix, luma) round relative to the magnitudes that go
+     * in, not to the result, so saturated HDR values under extreme settings
+     * reach ~5e-5; ordinary grades stay below 1e-5. 1e-4 is a fifth of a
+     * half-float ulp. docs/relight.md has the measurements. */
+    .cl_tolerance = 1e-4,
 };

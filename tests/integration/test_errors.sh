@@ -52,6 +52,7 @@ mountpoint -q "$MNT" || fail "background mount returned but nothing is mounted"
 [ "$(wc -c <"$MNT/$FRAME")" = "$(stat -c %s "$MNT/$FRAME")" ] || fail "background mount serves wrong sizes"
 pid=$(pgrep -f "platefs mount $DAILIES $MNT" | head -1)
 kill -TERM "$pid"
-for _ in $(seq 1 100); do mountpoint -q "$MNT" || break; sleep 0.1; done
-mountpoint -q "$MNT" && fail "SIGTERM did not unmount"
+for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && fail "platefs did not exit on SIGTERM"
+grep -q " $MNT " /proc/mounts && fail "SIGTERM left the file system mounted"
 echo "errors ok"

@@ -231,7 +231,9 @@ static void test_colour_science(void)
                "%g K: %.5f %.5f", locus[i][0], x, y);
     }
 
-    /* sRGB / Rec.709 XYZ<-RGB (Lindbloom, D65 0.31271,0.32902: hence 2e-4). */
+    /* sRGB / Rec.709 XYZ<-RGB as Lindbloom lists it; his D65 is
+     * (0.31271, 0.32902) where BT.709's is (0.3127, 0.3290), which moves
+     * the blue-to-Z entry by 2.3e-4. */
     static const mat3 srgb = {{0.4124564, 0.3575761, 0.1804375},
                               {0.2126729, 0.7151522, 0.0721750},
                               {0.0193339, 0.1191920, 0.9503041}};
@@ -239,7 +241,7 @@ static void test_colour_science(void)
     rgb_to_xyz(m);
     for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++)
-            CHECKF(fabs(m[i][j] - srgb[i][j]) < 2e-4, "[%d][%d] %.7f", i, j, m[i][j]);
+            CHECKF(fabs(m[i][j] - srgb[i][j]) < 3e-4, "[%d][%d] %.7f", i, j, m[i][j]);
     CHECK(fabs(m[1][0] + m[1][1] + m[1][2] - 1) < 1e-12); /* white has Y = 1 */
     for (int j = 0; j < 3; j++)
         CHECK(fabs(m[1][j] - luma_w[j]) < 1e-4); /* the CDL's luma weights */
