@@ -5,10 +5,11 @@
  * The colour science lives here and runs once per frame: prepare() turns the
  * parameter values into uniforms (a gain, a 3x3 RGB white-balance matrix from
  * the Planckian locus and a Bradford adaptation, the CDL numbers, the window
- * geometry) and a set of stage flags. Per pixel, run_cpu (the C reference,
- * in double) and cl/relight.cl (float) then apply the same stages in the same
- * order: exposure, white balance, CDL slope/offset, CDL power, saturation,
- * window blend. A stage whose parameters are identity is skipped rather than
+ * geometry) and a set of stage flags. Per pixel, run_cpu (the C reference:
+ * colour in double, the window mask in float, see window_mask) and
+ * cl/relight.cl (float) then apply the same stages in the same order:
+ * exposure, white balance, CDL slope/offset, CDL power, saturation, window
+ * blend. A stage whose parameters are identity is skipped rather than
  * computed, so an identity op copies pixels bit for bit, NaN and -0 included.
  * docs/relight.md states the math and its conventions for colour scientists.
  */

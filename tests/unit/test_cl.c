@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <ftw.h>
+#include <glob.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,21 +46,18 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
-/* The one *.bin file of a cache directory; returns how many there are. */
+/* The first .bin file of a cache directory; returns how many there are
+ * (temporary files, *.bin.tmpXXXXXX, do not match). */
 static int find_bin(const char *dir, char *path, size_t size)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "ls %s/*.bin 2>/dev/null", dir);
-    FILE *p = popen(cmd, "r");
-    REQUIRE(p);
-    int n = 0;
-    char line[1024];
-    while (fgets(line, sizeof line, p)) {
-        line[strcspn(line, "\n")] = '\0';
-        if (n++ == 0)
-            snprintf(path, size, "%s", line);
-    }
-    pclose(p);
+    char pattern[512];
+    snprintf(pattern, sizeof pattern, "%s/*.bin", dir);
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) != 0)
+        return 0;
+    int n = (int)g.gl_pathc;
+    snprintf(path, size, "%s", g.gl_pathv[0]);
+    globfree(&g);
     return n;
 }
 
