@@ -721,7 +721,7 @@ static int make_room(struct pfs_cache *c, const struct pfs_cache_key *key, uint6
 
 /* 1: another process filled the room between make_room and here, and more
  * than one batch would have to go: make room again. */
-#define PUT_AGAIN 1
+#define PUT_AGAIN (-1) /* neither an errno nor an LMDB code */
 
 static int put_once(struct pfs_cache *c, const struct pfs_cache_key *key, const void *data,
                     size_t len, int phase, pfs_error *err)

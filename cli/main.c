@@ -375,6 +375,8 @@ static int cmd_mount(struct parsed *p)
         }
         if (pid > 0) {
             close(fds[1]);
+            free(dailies);
+            free(mountpoint);
             char byte;
             ssize_t n;
             do

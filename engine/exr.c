@@ -350,15 +350,16 @@ static int reader_need(struct header_reader *r, size_t n)
     return r->len >= n ? 0 : EINVAL;
 }
 
-/* Reads a NUL-terminated header string at *pos of at most 255 characters. */
-static int reader_string(struct header_reader *r, size_t *pos, const char **s)
+/* Finds the NUL-terminated header string (at most 255 characters) at *pos;
+ * *at receives its offset, since the buffer may move on the next read. */
+static int reader_string(struct header_reader *r, size_t *pos, size_t *at)
 {
     for (size_t i = 0; i < 256; i++) {
         int rc = reader_need(r, *pos + i + 1);
         if (rc)
             return rc;
         if (r->buf[*pos + i] == '\0') {
-            *s = (const char *)r->buf + *pos;
+            *at = *pos;
             *pos += i + 1;
             return 0;
         }
@@ -395,8 +396,7 @@ static int header_rewrite(int fd, struct pfs_exr_source *src, pfs_error *err)
     struct header_reader r = {.fd = fd};
     uint8_t *blob = NULL;
     size_t len = 0, cap = 0;
-    const char *view = NULL; /* first multiView entry, in r.buf */
-    size_t view_off = 0;
+    size_t view_off = 0; /* first multiView entry, in r.buf */
     uint32_t view_len = 0;
     int have_view = 0;
     int rc = reader_need(&r, 8);
@@ -408,21 +408,15 @@ static int header_rewrite(int fd, struct pfs_exr_source *src, pfs_error *err)
     }
     size_t pos = 8;
     while (rc == 0) {
-        size_t start = pos;
-        const char *name, *type;
-        rc = reader_string(&r, &pos, &name);
-        if (rc)
+        size_t start = pos, name_at, type_at;
+        rc = reader_string(&r, &pos, &name_at);
+        if (rc || r.buf[name_at] == '\0')
             break;
-        if (!name[0])
-            break;
-        rc = reader_string(&r, &pos, &type);
+        rc = reader_string(&r, &pos, &type_at);
         if (rc == 0)
             rc = reader_need(&r, pos + 4);
         if (rc)
             break;
-        /* reader_need may move the buffer: keep offsets, not pointers. */
-        size_t name_off = (size_t)(name - (const char *)r.buf);
-        size_t type_off = (size_t)(type - (const char *)r.buf);
         uint32_t size = get_le32(r.buf + pos);
         if (size > INT32_MAX) {
             rc = EINVAL;
@@ -432,28 +426,25 @@ static int header_rewrite(int fd, struct pfs_exr_source *src, pfs_error *err)
         rc = reader_need(&r, pos + size);
         if (rc)
             break;
-        name = (const char *)r.buf + name_off;
-        type = (const char *)r.buf + type_off;
+        const char *name = (const char *)r.buf + name_at;
+        const char *type = (const char *)r.buf + type_at;
         if (strcmp(name, "multiView") == 0 && size >= 4) {
             uint32_t n = get_le32(r.buf + pos);
             if (n > 0 && n <= size - 4) {
-                view = "";
                 view_off = pos + 4;
                 view_len = n;
             }
         }
         if (strcmp(name, "view") == 0)
             have_view = 1;
-        if (attr_dropped(name)) {
-            pos += size;
-            continue;
+        if (!attr_dropped(name)) {
+            if (strlen(name) > 31 || strlen(type) > 31)
+                src->long_names = 1;
+            rc = blob_append(&blob, &len, &cap, r.buf + start, pos + size - start);
         }
-        if (strlen(name) > 31 || strlen(type) > 31)
-            src->long_names = 1;
         pos += size;
-        rc = blob_append(&blob, &len, &cap, r.buf + start, pos - start);
     }
-    if (rc == 0 && view && !have_view) {
+    if (rc == 0 && view_len && !have_view) {
         uint8_t lenb[4];
         put_le32(lenb, view_len);
         rc = blob_append(&blob, &len, &cap, "view\0string", 12);
@@ -751,7 +742,9 @@ static int write_header(const struct pfs_exr_source *src, const struct pfs_exr_a
 
     exr_context_initializer_t winit = io_initializer(io);
     const char *step = "start";
-    rv = exr_start_write(wctx, src->path, EXR_WRITE_FILE_DIRECTLY, &winit);
+    /* The name is only informational with a custom write_fn; still, never
+     * hand a writer the source's path. */
+    rv = exr_start_write(wctx, "platefs-output.exr", EXR_WRITE_FILE_DIRECTLY, &winit);
     int long_names = src->long_names;
     for (int i = 0; i < nattrs; i++)
         if (strlen(attrs[i].name) > 31)

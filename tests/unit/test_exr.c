@@ -661,6 +661,42 @@ static void test_sizes(void)
     free(big);
 }
 
+/* A header larger than the probe's first read, with attribute names that
+ * straddle its buffer growth: every attribute must survive probe, encode,
+ * probe of the output and encode again. */
+static void test_big_header(void)
+{
+    enum { N = 2500 };
+    static struct pfs_exr_attr attrs[N];
+    static char names[N][32], values[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "platefs/attr%05d", i);
+        snprintf(values[i], sizeof values[i], "value %d", i * 7);
+        attrs[i].name = names[i];
+        attrs[i].value = values[i];
+    }
+    struct result res;
+    if (full_path(sample, attrs, N, &res, "big_header.exr") != 0)
+        return;
+    CHECK(res.len > 65536 + 230400 * 6);
+    /* The re-probed output carries all of them into a second generation. */
+    pfs_error err;
+    struct pfs_exr_source *src;
+    REQUIRE(pfs_exr_probe(tmp_path("big_header.exr"), &src, &err) == 0);
+    uint8_t *out;
+    size_t len;
+    REQUIRE(pfs_exr_encode(src, NULL, 0, &res.img, &out, &len, &err) == 0);
+    CHECK(len == res.len);
+    CHECK(memmem(out, len, "platefs/attr02499\0string\0", 25) != NULL);
+    CHECK(memmem(out, len, "value 17493", 11) != NULL);
+    free(out);
+    pfs_exr_source_free(src);
+    if (have_exrheader)
+        CHECK(run("exrheader '%s' | grep -c 'platefs/attr' | grep -qx %d",
+                  tmp_path("big_header.exr"), N) == 0);
+    free_result(&res);
+}
+
 static uint16_t encode_one_half(struct pfs_exr_source *src, float v)
 {
     struct pfs_image img = {0};
@@ -1096,6 +1132,7 @@ int main(void)
     RUN(test_variants);
     RUN(test_uint);
     RUN(test_sizes);
+    RUN(test_big_header);
     RUN(test_half_rounding);
     RUN(test_errors);
     RUN(test_probe_holds_nothing);
