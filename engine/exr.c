@@ -172,8 +172,9 @@ static int open_source(struct exr_io *io, exr_context_t *ctxt, pfs_error *err)
     io->fd = open(io->path, O_RDONLY | O_CLOEXEC);
     if (io->fd < 0) {
         int e = errno;
+        char buf[128];
         return pfs_error_set(err, e == ENOENT ? ENOENT : EIO, "%s: cannot open: %s", io->path,
-                             strerror(e));
+                             strerror_r(e, buf, sizeof buf));
     }
     exr_context_initializer_t init = io_initializer(io);
     exr_result_t rv = exr_start_read(ctxt, io->path, &init);
@@ -459,7 +460,8 @@ static int header_rewrite(int fd, struct pfs_exr_source *src, pfs_error *err)
     if (rc) {
         free(blob);
         return pfs_error_set(err, rc, "%s: cannot copy the header: %s", src->path,
-                             rc == EINVAL ? "malformed attribute" : strerror(rc));
+                             rc == EINVAL ? "malformed attribute"
+                             : rc == ENOMEM ? "out of memory" : "read error");
     }
     src->header = blob;
     src->header_len = len;
