@@ -830,8 +830,8 @@ int pfs_cache_put(struct pfs_cache *c, const struct pfs_cache_key *key, const vo
 
 /* ---- reads ----------------------------------------------------------- */
 
-int pfs_cache_read(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t off,
-                   void *buf, size_t len, size_t *nread, uint64_t *total, pfs_error *err)
+int pfs_cache_view(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t off,
+                   size_t len, pfs_cache_view_fn fn, void *ud, pfs_error *err)
 {
     MDB_txn *txn;
     int rc = rtxn_get(c, &txn);
@@ -845,10 +845,8 @@ int pfs_cache_read(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_
             n = d.mv_size - off;
             if (n > len)
                 n = len;
-            memcpy(buf, (const uint8_t *)d.mv_data + off, n);
         }
-        *nread = n;
-        *total = d.mv_size;
+        fn(ud, n ? (const uint8_t *)d.mv_data + off : d.mv_data, n, d.mv_size);
     }
     rtxn_put(c, txn);
     if (rc == MDB_NOTFOUND) {
@@ -863,6 +861,27 @@ int pfs_cache_read(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_
     if (!c->read_only)
         at_record(c, key);
     return 0;
+}
+
+struct copy_out {
+    void *buf;
+    size_t *nread;
+    uint64_t *total;
+};
+
+static void copy_view(void *ud, const void *data, size_t n, uint64_t total)
+{
+    struct copy_out *o = ud;
+    memcpy(o->buf, data, n);
+    *o->nread = n;
+    *o->total = total;
+}
+
+int pfs_cache_read(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t off,
+                   void *buf, size_t len, size_t *nread, uint64_t *total, pfs_error *err)
+{
+    struct copy_out o = {.buf = buf, .nread = nread, .total = total};
+    return pfs_cache_view(c, key, off, len, copy_view, &o, err);
 }
 
 int pfs_cache_size(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t *size,

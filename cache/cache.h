@@ -61,6 +61,18 @@ int pfs_cache_read(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_
                    void *buf, size_t len, size_t *nread, uint64_t *total,
                    pfs_error *err);
 
+/*
+ * The zero-copy form of pfs_cache_read: on a hit calls fn once with a
+ * pointer to bytes [off, off + len) of the value straight out of the map
+ * (n short only at the end of the value), and returns 0. The pointer is
+ * valid only during the call, which runs inside a read transaction: fn must
+ * be quick and must not call into the cache. ENOENT on a miss (fn is not
+ * called). Counts hits and misses as pfs_cache_read does.
+ */
+typedef void (*pfs_cache_view_fn)(void *ud, const void *data, size_t n, uint64_t total);
+int pfs_cache_view(struct pfs_cache *c, const struct pfs_cache_key *key, uint64_t off,
+                   size_t len, pfs_cache_view_fn fn, void *ud, pfs_error *err);
+
 /* Size of the value for key without copying; ENOENT on a miss. */
 int pfs_cache_size(struct pfs_cache *c, const struct pfs_cache_key *key,
                    uint64_t *size, pfs_error *err);

@@ -120,6 +120,9 @@ struct pfs_engine {
     struct job_queue demand, ahead;
 
     pthread_t *threads;
+    pthread_t flusher;
+    pthread_cond_t flusher_wake; /* its own: a job's signal must wake a render thread */
+    bool has_flusher;
 
     atomic_uint_fast64_t n_renders, n_failures, n_memory_hits, n_cache_hits,
         n_cache_misses, n_readahead;
@@ -743,6 +746,17 @@ static void *render_thread(void *arg)
     return NULL;
 }
 
+struct cache_reply {
+    pfs_read_cb cb;
+    void *ud;
+};
+
+static void reply_from_cache(void *ud, const void *data, size_t n, uint64_t total)
+{
+    struct cache_reply *r = ud;
+    r->cb(r->ud, data, n, 0);
+}
+
 void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, size_t len,
                      pfs_read_cb cb, void *ud)
 {
@@ -767,23 +781,13 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
     pthread_mutex_unlock(&e->lock);
 
     if (!j && e->cache) {
-        /* LMDB gives a pointer into the map only for the life of a read
-         * transaction, so the range is copied once, into the reply buffer. */
-        void *buf = malloc(len ? len : 1);
-        if (!buf) {
-            cb(ud, NULL, 0, ENOMEM);
-            return;
-        }
-        size_t n = 0;
-        uint64_t total = 0;
-        int rc = pfs_cache_read(e->cache, &f->key, off, buf, len, &n, &total, NULL);
-        if (rc == 0) {
+        /* The reply is written straight out of the LMDB map, inside the
+         * read transaction: no copy in between. */
+        struct cache_reply r = {.cb = cb, .ud = ud};
+        if (pfs_cache_view(e->cache, &f->key, off, len, reply_from_cache, &r, NULL) == 0) {
             atomic_fetch_add(&e->n_cache_hits, off == 0);
-            cb(ud, buf, n, 0);
-            free(buf);
             return;
         }
-        free(buf);
         atomic_fetch_add(&e->n_cache_misses, off == 0);
     }
 
@@ -878,6 +882,33 @@ int pfs_engine_warm(struct pfs_engine *e, struct pfs_frame *f, bool *rendered, p
 
 /* ---- lifecycle --------------------------------------------------------- */
 
+#define FLUSH_INTERVAL_S 2
+
+/* Access times and counters live in memory until flushed (reads must not
+ * become writes); a mount that only serves hits would otherwise show none
+ * of them to `platefs cache stats` until it unmounts. */
+static void *flush_thread(void *arg)
+{
+    struct pfs_engine *e = arg;
+    pthread_mutex_lock(&e->lock);
+    while (!e->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += FLUSH_INTERVAL_S;
+        pthread_cond_timedwait(&e->flusher_wake, &e->lock, &until);
+        if (e->stopping)
+            break;
+        pthread_mutex_unlock(&e->lock);
+        pfs_error err;
+        pfs_error_clear(&err);
+        if (pfs_cache_flush(e->cache, &err))
+            pfs_log(PFS_LOG_WARN, "cache: %s", err.msg);
+        pthread_mutex_lock(&e->lock);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
 int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rules,
                     struct pfs_engine **out, pfs_error *err)
 {
@@ -900,6 +931,7 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     e->rules_gen = 1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
+    pthread_cond_init(&e->flusher_wake, NULL);
     e->threads = calloc((size_t)e->nthreads, sizeof *e->threads);
     if (!e->threads) {
         pfs_engine_close(e);
@@ -914,6 +946,8 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
                                  strerror(rc));
         }
     }
+    if (e->cache && pthread_create(&e->flusher, NULL, flush_thread, e) == 0)
+        e->has_flusher = true;
     *out = e;
     return 0;
 }
@@ -939,10 +973,13 @@ void pfs_engine_close(struct pfs_engine *e)
         job_free(j);
     }
     pthread_cond_broadcast(&e->work);
+    pthread_cond_signal(&e->flusher_wake);
     pthread_mutex_unlock(&e->lock);
     for (int i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
     free(e->threads);
+    if (e->has_flusher)
+        pthread_join(e->flusher, NULL);
 
     while ((j = e->jobs)) {
         e->jobs = j->list_next;
@@ -959,6 +996,7 @@ void pfs_engine_close(struct pfs_engine *e)
     pfs_ruleset_unref(e->rules);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);
+    pthread_cond_destroy(&e->flusher_wake);
     free(e->dailies_root);
     free(e);
 }

@@ -18,6 +18,9 @@
  * is idle; finished frames stay in memory within a byte budget so that the
  * many range reads of one frame cost a memcpy even without a cache.
  *
+ * With a cache, the engine writes the cache's access times and counters
+ * every two seconds, so `platefs cache stats` sees a live mount's hits.
+ *
  * Cache key: XXH3-128 of the engine's output version, the source's path
  * relative to the dailies root, its size and mtime (seconds), and every
  * provenance attribute (which carry the shot, the rule file and its hash,
@@ -77,7 +80,9 @@ void pfs_frame_release(struct pfs_frame *f);
 uint64_t pfs_frame_size(const struct pfs_frame *f);
 
 /* Called exactly once per read: with the bytes (valid only during the call,
- * short only at the end of the frame) or with err != 0 and no data. */
+ * short only at the end of the frame) or with err != 0 and no data. It may
+ * run inside a cache read transaction (the bytes are the LMDB map itself):
+ * send them on and return; never call back into the engine from it. */
 typedef void (*pfs_read_cb)(void *ud, const void *data, size_t len, int err);
 
 void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, size_t len,
