@@ -45,6 +45,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "util/log.h"
@@ -931,6 +932,41 @@ int pfs_cache_remove(struct pfs_cache *c, const struct pfs_cache_key *key, pfs_e
     if (rc == MDB_NOTFOUND)
         return ENOENT;
     return rc ? lmdb_error(c->dir, rc, err, "removing a frame") : 0;
+}
+
+int pfs_cache_clear(struct pfs_cache *c, pfs_error *err)
+{
+    if (c->read_only)
+        return pfs_error_set(err, EROFS, "%s: cache opened read-only", c->dir);
+    pthread_mutex_lock(&c->wmutex);
+    MDB_txn *txn;
+    int rc = txn_begin(c, 0, &txn);
+    if (rc == 0) {
+        static const int dropped[] = {DBI_FRAMES, DBI_ENTRIES, DBI_LRU};
+        for (size_t i = 0; i < sizeof dropped / sizeof dropped[0] && rc == 0; i++)
+            rc = mdb_drop(txn, c->dbi[dropped[i]], 0);
+        if (rc == 0)
+            rc = u64_put(txn, c->dbi[DBI_INFO], "value_bytes", 0);
+        if (rc)
+            txn_abort(c, txn);
+        else
+            rc = txn_commit(c, txn);
+    }
+    pthread_mutex_unlock(&c->wmutex);
+    return rc ? lmdb_error(c->dir, rc, err, "clearing the cache") : 0;
+}
+
+int pfs_cache_destroy(const char *dir, pfs_error *err)
+{
+    static const char *const files[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, files[i]) >= (int)sizeof path)
+            return pfs_error_set(err, ENAMETOOLONG, "%s: path too long", dir);
+        if (unlink(path) != 0 && errno != ENOENT)
+            return pfs_error_set(err, errno, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    return 0;
 }
 
 void pfs_cache_count(struct pfs_cache *c, enum pfs_cache_counter which, uint64_t n)

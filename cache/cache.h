@@ -87,6 +87,14 @@ int pfs_cache_put(struct pfs_cache *c, const struct pfs_cache_key *key,
 int pfs_cache_remove(struct pfs_cache *c, const struct pfs_cache_key *key,
                      pfs_error *err);
 
+/* Drops every frame (counters and named records stay). Safe while other
+ * processes use the store: they see an empty cache from their next read. */
+int pfs_cache_clear(struct pfs_cache *c, pfs_error *err);
+
+/* The escape hatch for a store that no longer opens (corrupt, foreign
+ * format): deletes the LMDB files in dir. Only for stores nobody has open. */
+int pfs_cache_destroy(const char *dir, pfs_error *err);
+
 enum pfs_cache_counter {
     PFS_CACHE_HITS,
     PFS_CACHE_MISSES,

@@ -5,7 +5,7 @@
  *   platefs check RULES --dailies DIR            validate rule files
  *   platefs render DAILIES PATH -o OUT [options] render one frame to a file
  *   platefs prewarm DAILIES [PATH...] [options]  render frames into the cache
- *   platefs cache stats [--cache DIR]            what the cache holds
+ *   platefs cache stats|clear [--cache DIR]      what the cache holds; empty it
  *   platefs devices                              list OpenCL devices
  *
  * This file only parses arguments and wires the modules together: rules,
@@ -58,7 +58,7 @@ static void usage(FILE *out)
           "  platefs render DAILIES PATH -o OUT.exr [--rules DIR] [--device SPEC] [--timing]\n"
           "  platefs prewarm DAILIES [PATH...] [--rules DIR] [--cache DIR] [--cache-size SIZE]\n"
           "                [--device SPEC] [--shard I/N]\n"
-          "  platefs cache stats [--cache DIR]\n"
+          "  platefs cache stats|clear [--cache DIR]\n"
           "  platefs devices\n"
           "  platefs version\n"
           "\n"
@@ -599,13 +599,43 @@ static int cmd_check(struct parsed *p)
     return pfs_rules_check(p->pos[0], p->dailies, stdout);
 }
 
+/* `cache clear`: empties the store; a store too damaged to open is
+ * removed instead (its frames are renders, never sources). */
+static int cache_clear(const char *dir)
+{
+    struct pfs_cache_opts copts = {.dir = dir};
+    struct pfs_cache *c = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = pfs_cache_open(&copts, &c, &err);
+    if (rc == 0) {
+        rc = pfs_cache_clear(c, &err);
+        pfs_cache_close(c);
+    } else if (rc == EIO || rc == EINVAL) {
+        fprintf(stderr, "platefs: %s\nplatefs: removing the damaged store\n", err.msg);
+        rc = pfs_cache_destroy(dir, &err);
+    }
+    if (rc) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        return 1;
+    }
+    printf("cache %s cleared\n", dir);
+    return 0;
+}
+
 static int cmd_cache(struct parsed *p)
 {
-    if (p->npos != 1 || strcmp(p->pos[0], "stats") != 0) {
+    bool clear = p->npos == 1 && strcmp(p->pos[0], "clear") == 0;
+    if (p->npos != 1 || (!clear && strcmp(p->pos[0], "stats") != 0)) {
         usage(stderr);
         return 2;
     }
     char *dir = p->common.cache_dir ? strdup(p->common.cache_dir) : default_cache_dir();
+    if (clear) {
+        int rc = cache_clear(dir);
+        free(dir);
+        return rc;
+    }
     struct pfs_cache_opts copts = {.dir = dir, .budget_bytes = p->common.cache_size,
                                    .read_only = true};
     struct pfs_cache *c = NULL;

@@ -37,4 +37,25 @@ for f in "$MNT"/A001/A001C003.100[4-8].exr; do
     [ "$(stat -c %s "$f")" = "$(wc -c <"$f")" ] || fail "$f damaged after kill -9"
 done
 unmount_fs
+
+# Live counters: a running mount flushes its hits to the store within
+# seconds, so `cache stats` beside it is current.
+hits_before=$(cache_stat hits)
+mount_fs --readahead 0
+cat "$MNT/$FRAME" >/dev/null
+sleep 3
+[ "$(cache_stat hits)" = $((hits_before + 1)) ] ||
+    fail "a live mount's hit is not visible: $hits_before -> $(cache_stat hits)"
+unmount_fs
+
+# clear empties the store; a damaged store is named, and clear removes it.
+"$PLATEFS" cache clear --cache "$CACHE" | grep -q cleared || fail "cache clear failed"
+[ "$(cache_stat entries)" = 0 ] || fail "cache clear left entries"
+head -c 200000 /dev/urandom >"$CACHE/data.mdb"
+expect_failure "$CACHE" "$PLATEFS" cache stats --cache "$CACHE"
+"$PLATEFS" cache clear --cache "$CACHE" >/dev/null 2>&1 || fail "cache clear of a damaged store failed"
+mount_fs --readahead 0
+[ "$(md5sum <"$MNT/$FRAME")" = "$md5_first" ] || fail "frame differs after the cache was rebuilt"
+unmount_fs
+[ "$(cache_stat entries)" = 1 ] || fail "the rebuilt cache does not hold the frame"
 echo "cache ok"

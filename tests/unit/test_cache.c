@@ -305,6 +305,50 @@ static void test_replace_remove(void)
     free(dir);
 }
 
+/* clear empties the frames but keeps counters and named records; the
+ * store takes puts again at once; destroy removes a store that will not
+ * open at all. */
+static void test_clear_and_destroy(void)
+{
+    char *dir = tmpdir();
+    struct pfs_cache *c = open_cache(dir, 64ull * MiB, false);
+    for (uint64_t id = 1; id <= 5; id++)
+        CHECK(put(c, id, 2 * MiB) == 0);
+    pfs_cache_count(c, PFS_CACHE_RENDERS, 5);
+    CHECK(pfs_cache_meta_put(c, "clip", "x", 1, NULL) == 0);
+    pfs_error err;
+    CHECK(pfs_cache_clear(c, &err) == 0);
+    struct pfs_cache_stats st = stats_of(c);
+    CHECK(st.entries == 0 && st.value_bytes == 0);
+    CHECK(st.counters[PFS_CACHE_RENDERS] == 5);
+    CHECK(check_entry(c, 3, NULL) == 0);
+    void *meta;
+    size_t mlen;
+    CHECK(pfs_cache_meta_get(c, "clip", &meta, &mlen, NULL) == 0 && mlen == 1);
+    free(meta);
+    CHECK(put(c, 9, 3 * MiB) == 0);
+    CHECK(check_entry(c, 9, NULL) == 1);
+    pfs_cache_close(c);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    FILE *f = fopen(path, "r+b");
+    REQUIRE(f);
+    for (int i = 0; i < 20000; i++)
+        fputc(0x5a, f);
+    fclose(f);
+    struct pfs_cache_opts o = {.dir = dir, .budget_bytes = 64ull * MiB};
+    c = NULL;
+    CHECK(pfs_cache_open(&o, &c, &err) != 0);
+    CHECK(strstr(err.msg, dir) != NULL);
+    CHECK(pfs_cache_destroy(dir, &err) == 0);
+    c = open_cache(dir, 64ull * MiB, false);
+    CHECK(stats_of(c).entries == 0);
+    pfs_cache_close(c);
+    rmtree(dir);
+    free(dir);
+}
+
 static void test_budget_churn(void)
 {
     char *dir = tmpdir();
@@ -732,6 +776,7 @@ int main(void)
 {
     RUN(test_round_trip);
     RUN(test_replace_remove);
+    RUN(test_clear_and_destroy);
     RUN(test_budget_churn);
     RUN(test_lru_order);
     RUN(test_efbig);
