@@ -446,22 +446,33 @@ static int open_frame(struct stack *s, const char *dailies, const char *relpath,
     return 0;
 }
 
+/* The stack for a command that renders without a mount (render, prewarm):
+ * logs on stderr, no readahead. Returns the dailies' real path (the caller
+ * frees it) or NULL after printing why. */
+static char *open_offline(struct parsed *p, bool with_cache, struct stack *s)
+{
+    pfs_log_setup((enum pfs_log_level)p->log_level, false);
+    char *dailies = real_dir(p->pos[0], "dailies");
+    if (!dailies)
+        return NULL;
+    p->common.readahead = 0;
+    if (stack_open(s, dailies, &p->common, with_cache)) {
+        free(dailies);
+        return NULL;
+    }
+    return dailies;
+}
+
 static int cmd_render(struct parsed *p)
 {
     if (p->npos != 2 || !p->output) {
         usage(stderr);
         return 2;
     }
-    pfs_log_setup((enum pfs_log_level)p->log_level, false);
-    char *dailies = real_dir(p->pos[0], "dailies");
+    struct stack s;
+    char *dailies = open_offline(p, false, &s);
     if (!dailies)
         return 1;
-    struct stack s;
-    p->common.readahead = 0;
-    if (stack_open(&s, dailies, &p->common, false)) {
-        free(dailies);
-        return 1;
-    }
     struct pfs_frame *f = NULL;
     int rc = open_frame(&s, dailies, p->pos[1], &f);
     uint8_t *buf = NULL;
@@ -559,16 +570,10 @@ static int cmd_prewarm(struct parsed *p)
         usage(stderr);
         return 2;
     }
-    pfs_log_setup((enum pfs_log_level)p->log_level, false);
-    char *dailies = real_dir(p->pos[0], "dailies");
+    struct stack s;
+    char *dailies = open_offline(p, true, &s);
     if (!dailies)
         return 1;
-    struct stack s;
-    p->common.readahead = 0;
-    if (stack_open(&s, dailies, &p->common, true)) {
-        free(dailies);
-        return 1;
-    }
     if (!s.cache) {
         fprintf(stderr, "platefs: prewarm needs a cache\n");
         stack_close(&s);

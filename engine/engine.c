@@ -592,6 +592,22 @@ static void serve_job(const struct job *j, uint64_t off, size_t len, pfs_read_cb
         serve(j->data, j->len, off, len, cb, ud);
 }
 
+/* Serves a read from a finished job. Called with the lock held; returns
+ * with it released. The copy runs unlocked, pinned by the readers count so
+ * that trimming cannot free the bytes under it. */
+static void serve_done_unlock(struct pfs_engine *e, struct job *j, uint64_t off, size_t len,
+                              pfs_read_cb cb, void *ud)
+{
+    j->readers++;
+    pthread_mutex_unlock(&e->lock);
+    serve_job(j, off, len, cb, ud);
+    pthread_mutex_lock(&e->lock);
+    j->readers--;
+    if (j->unlinked && j->readers == 0)
+        job_free(j);
+    pthread_mutex_unlock(&e->lock);
+}
+
 /* Name of frame_no + step in the same sequence: the last run of digits of
  * the file name, same padding. NULL when the name has no frame number. */
 static char *sibling_relpath(const char *relpath, int step)
@@ -767,15 +783,8 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
     pthread_mutex_lock(&e->lock);
     struct job *j = job_find(e, &f->key);
     if (j && j->state == JOB_DONE) {
-        j->readers++;
-        pthread_mutex_unlock(&e->lock);
         atomic_fetch_add(&e->n_memory_hits, off == 0);
-        serve_job(j, off, len, cb, ud);
-        pthread_mutex_lock(&e->lock);
-        j->readers--;
-        if (j->unlinked && j->readers == 0)
-            job_free(j);
-        pthread_mutex_unlock(&e->lock);
+        serve_done_unlock(e, j, off, len, cb, ud);
         return;
     }
     pthread_mutex_unlock(&e->lock);
@@ -802,15 +811,8 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
     j = job_find(e, &f->key);
     if (j && j->state == JOB_DONE) {
         /* Finished while we looked in the cache. */
-        j->readers++;
-        pthread_mutex_unlock(&e->lock);
         free(w);
-        serve_job(j, off, len, cb, ud);
-        pthread_mutex_lock(&e->lock);
-        j->readers--;
-        if (j->unlinked && j->readers == 0)
-            job_free(j);
-        pthread_mutex_unlock(&e->lock);
+        serve_done_unlock(e, j, off, len, cb, ud);
         return;
     }
     if (!j) {
