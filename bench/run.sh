@@ -52,19 +52,28 @@ echo "platefs benchmarks ($(nproc) cores, device: $("$platefs" devices 2>/dev/nu
 echo
 
 # ---- 3. cold render latency (first, so nothing is cached) --------------
+secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.3f}')" "$@"; }
 mount_fs --readahead 0
-frame=A001/A001C003.1004.exr
-start=$(date +%s.%N)
-cat "$mnt/$frame" >/dev/null
-end=$(date +%s.%N)
-line=$(grep "rendered $frame" "$log" | tail -1)
 echo "cold render of one 1280x720 RGB half frame with relight, read through the mount:"
-echo "  wall (first byte to last): $(echo "$end - $start" | bc) s"
-echo "  $(echo "$line" | sed 's/.*rendered [^:]*: //')"
-"$platefs" render "$work/dailies" "$frame" -o "$work/ref.exr" --rules "$work/rules" \
-    --device reference --timing | tr '\n' ' ' | sed 's/^/  C reference: /'
+for n in 1002 1003 1004; do
+    frame=A001/A001C003.$n.exr
+    start=$(date +%s.%N)
+    cat "$mnt/$frame" >/dev/null
+    end=$(date +%s.%N)
+    line=$(grep "rendered $frame" "$log" | tail -1)
+    what="frame $n"
+    [ $n = 1002 ] && what="frame $n (first of the mount: the device compiles its kernels)"
+    echo "  $what: wall $(secs "$start" "$end") s"
+    echo "    $(echo "$line" | sed 's/.*rendered [^:]*: //')"
+done
+unmount_fs
+for n in 1003 1004; do
+    "$platefs" render "$work/dailies" "A001/A001C003.$n.exr" -o "$work/ref.exr" --rules "$work/rules" \
+        --device reference --timing | tr '\n' ' ' | sed "s/^/  C reference, frame $n: /"
+    echo
+done
 echo
-echo
+mount_fs --readahead 0
 
 # ---- 1. cached frame reads ---------------------------------------------
 for f in "$work"/dailies/A001/*.exr; do cat "$mnt/A001/$(basename "$f")" >/dev/null; done
@@ -141,6 +150,6 @@ end2=$(date +%s.%N)
 after=$(grep -c "rendered " "$log" || true)
 unmount_fs
 echo "ls -l of a $n-frame directory:"
-echo "  first listing (reads every header once): $(echo "$end - $start" | bc) s"
-echo "  second listing:                          $(echo "$end2 - $start2" | bc) s"
+echo "  first listing (reads every header once): $(secs "$start" "$end") s"
+echo "  second listing:                          $(secs "$start2" "$end2") s"
 echo "  frames rendered by listing: $((after - before))"

@@ -23,6 +23,7 @@
  * user data), so concurrent decodes of different files share nothing.
  */
 #include "exr.h"
+#include "exr_rgba.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +46,7 @@ struct pfs_exr_source {
     int long_names;             /* a kept attribute needs the long-name flag */
     uint8_t *header;            /* rewritten source header, see header_rewrite */
     size_t header_len;
+    int via_rgba;               /* pixels need pfs_exr_decode_rgba (DWA on 3.1) */
 };
 
 /* Per-call state handed to OpenEXRCore as user data: the source file or the
@@ -204,10 +206,13 @@ static struct pfs_rect rect_from_box(exr_attr_box2i_t b)
 }
 
 /* Checks that the file is something we can correct and fills the layout.
- * ptypes receives the source pixel type of R, G, B, A (-1 when absent). */
+ * ptypes receives the source pixel type of R, G, B, A (-1 when absent);
+ * *via_rgba is set when only the RGBA interface can decode the pixels. */
 static int check_part(exr_const_context_t ctxt, const char *path, struct pfs_exr_layout *lay,
-                      int ptypes[CH_COUNT], uint8_t p_linear[CH_COUNT], pfs_error *err)
+                      int ptypes[CH_COUNT], uint8_t p_linear[CH_COUNT], int *via_rgba,
+                      pfs_error *err)
 {
+    *via_rgba = 0;
     int nparts = 0;
     exr_result_t rv = exr_get_count(ctxt, &nparts);
     if (rv != EXR_ERR_SUCCESS || nparts != 1)
@@ -227,15 +232,12 @@ static int check_part(exr_const_context_t ctxt, const char *path, struct pfs_exr
     if (rv == EXR_ERR_SUCCESS &&
         (comp == EXR_COMPRESSION_DWAA || comp == EXR_COMPRESSION_DWAB)) {
         /* OpenEXRCore before 3.2 has no DWA decoder ("not yet implemented
-         * in C"); refuse at probe time rather than fail every read. */
+         * in C"): such files are decoded through the library's RGBA
+         * interface instead (exr_rgba.c). */
         int maj = 0, min = 0, patch = 0;
         exr_get_library_version(&maj, &min, &patch, NULL);
         if (maj < 3 || (maj == 3 && min < 2))
-            return pfs_error_set(err, EINVAL,
-                                 "%s: %s compression cannot be decoded by OpenEXRCore "
-                                 "%d.%d.%d (DWA decoding needs 3.2 or later)",
-                                 path, comp == EXR_COMPRESSION_DWAA ? "DWAA" : "DWAB", maj,
-                                 min, patch);
+            *via_rgba = 1;
     }
 
     const exr_attr_chlist_t *chl = NULL;
@@ -487,7 +489,7 @@ int pfs_exr_probe(const char *path, struct pfs_exr_source **out, pfs_error *err)
         return rc;
     }
     int ptypes[CH_COUNT];
-    rc = check_part(ctxt, path, &src->layout, ptypes, src->p_linear, err);
+    rc = check_part(ctxt, path, &src->layout, ptypes, src->p_linear, &src->via_rgba, err);
     if (rc == 0)
         rc = header_rewrite(io.fd, src, err);
     close_source(&io, &ctxt);
@@ -654,6 +656,8 @@ static int decode_chunks(exr_context_t ctxt, struct exr_io *io, const struct pfs
 int pfs_exr_decode(const struct pfs_exr_source *src, struct pfs_image *img, pfs_error *err)
 {
     memset(img, 0, sizeof *img);
+    if (src->via_rgba)
+        return pfs_exr_decode_rgba(src->path, &src->layout, img, err);
     struct exr_io io;
     io_init(&io, src->path);
     exr_context_t ctxt = NULL;
@@ -665,7 +669,8 @@ int pfs_exr_decode(const struct pfs_exr_source *src, struct pfs_image *img, pfs_
     int ptypes[CH_COUNT];
     uint8_t p_linear[CH_COUNT];
     pfs_error why;
-    rc = check_part(ctxt, src->path, &now, ptypes, p_linear, &why);
+    int via_rgba;
+    rc = check_part(ctxt, src->path, &now, ptypes, p_linear, &via_rgba, &why);
     if (rc || !layout_same(now.data, src->layout.data) || now.has_alpha != src->layout.has_alpha)
         rc = pfs_error_set(err, EIO, "%s: file changed since it was probed%s%s", src->path,
                            rc ? ": " : "", rc ? why.msg : "");

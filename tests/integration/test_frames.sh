@@ -18,6 +18,10 @@ ops:
     exposure: 1
 YAML
 
+# A DWAA frame (the lossy compression many dailies pipelines write).
+oiiotool "$DAILIES/A001/A001C003.1006.exr" --compression dwaa -o "$WORK/dwaa.exr"
+mv "$WORK/dwaa.exr" "$DAILIES/A001/A001C003.1006.exr"
+
 mount_fs
 
 # Listing and stat of a thousand frames renders nothing, and every size is
@@ -36,6 +40,8 @@ for f in "$MNT"/A001/*.exr; do
 done
 [ "$(stat -c %s "$MNT/L001/L001C001.1500.exr")" = "$(wc -c <"$MNT/L001/L001C001.1500.exr")" ] ||
     fail "L001 frame size mismatch"
+
+oiiotool "$MNT/A001/A001C003.1006.exr" --stats >/dev/null || fail "the DWAA frame does not read"
 
 # The header carries the source's attributes and the provenance.
 hdr=$(exrheader "$MNT/$FRAME")
