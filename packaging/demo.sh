@@ -25,9 +25,12 @@ echo
 echo "== exrheader $mnt/$frame"
 exrheader "$mnt/$frame"
 echo
-echo "== oiiotool --stats, source then corrected"
-oiiotool "$top/samples/dailies/$frame" --stats | grep -E "Stats (Min|Max|Avg)"
-oiiotool "$mnt/$frame" --stats | grep -E "Stats (Min|Max|Avg)"
+echo "== oiiotool --stats: the source, then the corrected frame (brighter, cooler)"
+oiiotool --stats "$top/samples/dailies/$frame" | grep -E "Stats (Min|Max|Avg)" | sed 's/^ */  source     /'
+oiiotool --stats "$mnt/$frame" | grep -E "Stats (Min|Max|Avg)" | sed 's/^ */  corrected  /'
+echo
+echo "== the untouched camera report reads back byte for byte"
+cmp "$top/samples/dailies/A001/A001_camera_report.txt" "$mnt/A001/A001_camera_report.txt" && echo "  identical"
 echo
 "$platefs" cache stats --cache "$cache" | sed -n '1,2p'
 fusermount3 -u "$mnt"

@@ -41,7 +41,7 @@ done
 [ "$(stat -c %s "$MNT/L001/L001C001.1500.exr")" = "$(wc -c <"$MNT/L001/L001C001.1500.exr")" ] ||
     fail "L001 frame size mismatch"
 
-oiiotool "$MNT/A001/A001C003.1006.exr" --stats >/dev/null || fail "the DWAA frame does not read"
+oiiotool --stats "$MNT/A001/A001C003.1006.exr" | grep -q "Stats Avg" || fail "the DWAA frame does not read"
 
 # The header carries the source's attributes and the provenance.
 hdr=$(exrheader "$MNT/$FRAME")
@@ -62,7 +62,8 @@ grep -q 'platefs/ops.*relight exposure=0.2928' <<<"$hdr" ||
     --device reference 2>>"$LOG" || fail "reference render failed"
 oiiotool --fail 0.00196 --failpercent 0 --warn 0.00196 \
     "$MNT/$FRAME" "$WORK/reference.exr" --diff >"$WORK/diff.txt" 2>&1 || fail "mount differs from the C reference: $(cat "$WORK/diff.txt")"
-oiiotool "$MNT/$FRAME" --stats >"$WORK/stats.txt" || fail "oiiotool cannot read the frame"
+oiiotool --stats "$MNT/$FRAME" >"$WORK/stats.txt" || fail "oiiotool cannot read the frame"
+grep -q "Stats Avg" "$WORK/stats.txt" || fail "oiiotool --stats printed no statistics"
 # And they differ from the source (the correction happened).
 if oiiotool --fail 1e-3 "$MNT/$FRAME" "$DAILIES/$FRAME" --diff >/dev/null 2>&1; then
     fail "corrected frame equals the source"
