@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# prewarm fills the cache a running mount uses (two processes on one LMDB
+# store), shards split the work exactly, and the mount then serves every
+# frame without rendering.
+. "$(dirname "$0")/lib.sh"
+
+mount_fs --readahead 0
+# Two farm machines, one shard each, while the mount runs.
+"$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$CACHE" --cache-size 2G \
+    --shard 0/2 2>"$WORK/shard0.txt" || fail "shard 0 failed: $(cat "$WORK/shard0.txt")"
+"$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$CACHE" --cache-size 2G \
+    --shard 1/2 2>"$WORK/shard1.txt" || fail "shard 1 failed: $(cat "$WORK/shard1.txt")"
+n0=$(tail -c 200 "$WORK/shard0.txt" | tr '\r' '\n' | grep -o '^prewarm: [0-9]* frames' | tail -1 | awk '{print $2}')
+n1=$(tail -c 200 "$WORK/shard1.txt" | tr '\r' '\n' | grep -o '^prewarm: [0-9]* frames' | tail -1 | awk '{print $2}')
+[ $((n0 + n1)) = 8 ] || fail "shards covered $n0 + $n1 frames, expected 8"
+[ "$n0" -gt 0 ] && [ "$n1" -gt 0 ] || fail "one shard got no frames ($n0, $n1)"
+
+# A second prewarm finds everything cached.
+"$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$CACHE" 2>"$WORK/again.txt" ||
+    fail "second prewarm failed"
+tr '\r' '\n' <"$WORK/again.txt" | grep -q "8 frames, 0 rendered, 8 already cached" ||
+    fail "second prewarm rendered again: $(tr '\r' '\n' <"$WORK/again.txt" | tail -1)"
+
+# The mount serves every frame from the cache: no render of its own.
+for f in "$MNT"/A001/*.exr; do
+    [ "$(wc -c <"$f")" = "$(stat -c %s "$f")" ] || fail "$f: size mismatch after prewarm"
+done
+grep -q "rendered A001" "$LOG" && fail "the mount rendered a prewarmed frame"
+unmount_fs
+[ "$(cache_stat renders)" = 8 ] || fail "expected 8 renders in all, got $(cache_stat renders)"
+[ "$(cache_stat entries)" = 8 ] || fail "expected 8 entries, got $(cache_stat entries)"
+
+# The prewarmed bytes equal a render of the same frame.
+"$PLATEFS" render "$DAILIES" "$FRAME" -o "$WORK/direct.exr" --rules "$RULES" 2>/dev/null ||
+    fail "render failed"
+mount_fs
+cmp "$WORK/direct.exr" "$MNT/$FRAME" || fail "prewarmed frame differs from a direct render"
+unmount_fs
+echo "prewarm ok"
