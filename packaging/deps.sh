@@ -10,7 +10,7 @@ packages=(
     ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
     liblmdb-dev lmdb-utils
     libyaml-dev libxxhash-dev
-    openimageio-tools python3
+    openimageio-tools python3 procps util-linux
 )
 
 missing=()
