@@ -43,7 +43,7 @@ unmount_fs
 hits_before=$(cache_stat hits)
 mount_fs --readahead 0
 cat "$MNT/$FRAME" >/dev/null
-sleep 3
+sleep 5
 [ "$(cache_stat hits)" = $((hits_before + 1)) ] ||
     fail "a live mount's hit is not visible: $hits_before -> $(cache_stat hits)"
 unmount_fs
