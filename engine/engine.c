@@ -54,8 +54,7 @@ struct pfs_frame {
     int frame_no;
     struct pfs_frame_ops *ops;
     struct pfs_exr_source *src; /* NULL when the header could not be read */
-    struct pfs_exr_attr attrs[MAX_ATTRS];
-    char *attr_values[MAX_ATTRS];
+    struct pfs_exr_attr attrs[MAX_ATTRS]; /* names static, values owned */
     int nattrs;
     uint64_t size;
     struct pfs_cache_key key;
@@ -153,7 +152,7 @@ static char *xasprintf(const char *fmt, ...)
 static void frame_free(struct pfs_frame *f)
 {
     for (int i = 0; i < f->nattrs; i++)
-        free(f->attr_values[i]);
+        free((char *)f->attrs[i].value);
     pfs_exr_source_free(f->src);
     pfs_frame_ops_free(f->ops);
     pfs_ruleset_unref(f->rules);
@@ -184,7 +183,6 @@ static void frame_add_attr(struct pfs_frame *f, const char *name, char *value)
 {
     f->attrs[f->nattrs].name = name;
     f->attrs[f->nattrs].value = value;
-    f->attr_values[f->nattrs] = value;
     f->nattrs++;
 }
 

@@ -90,7 +90,9 @@ static bool req_path(fuse_req_t req, fuse_ino_t ino, char *buf)
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
-    /* Whole frames are the unit of work: let the kernel ask for big reads. */
+    /* Let the kernel keep several reads of one file in flight: they join
+     * the same render, and the readahead of a cached frame is served in
+     * parallel. */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
