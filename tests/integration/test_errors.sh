@@ -45,6 +45,15 @@ cp "$PFS_SOURCE_DIR/samples/rules/A001C003.yaml" "$RULES/"
 expect_failure "no-such-device" "$PLATEFS" mount "$DAILIES" "$MNT" --rules "$RULES" \
     --cache "$CACHE" --device no-such-device
 
+# No OpenCL platform at all: the mount refuses to start and says what to
+# install; the C reference still serves when asked for explicitly.
+mkdir -p "$WORK/no-vendors"
+OCL_ICD_VENDORS=$WORK/no-vendors expect_failure "no OpenCL platform found: install" \
+    "$PLATEFS" mount "$DAILIES" "$MNT" --rules "$RULES" --cache "$CACHE"
+mountpoint -q "$MNT" && fail "something is mounted without an OpenCL platform"
+OCL_ICD_VENDORS=$WORK/no-vendors "$PLATEFS" render "$DAILIES" "$FRAME" -o "$WORK/ref.exr" \
+    --rules "$RULES" --device reference 2>/dev/null || fail "--device reference needs no OpenCL"
+
 # Background start and clean unmount on SIGTERM.
 "$PLATEFS" mount "$DAILIES" "$MNT" --rules "$RULES" --cache "$CACHE" ||
     fail "background mount failed"
