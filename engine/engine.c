@@ -111,6 +111,8 @@ struct pfs_engine {
     uint64_t rules_gen;
 
     struct pfs_frame *table[FRAME_TABLE_BUCKETS];
+    int table_count;
+    int table_limit;
 
     struct job *jobs;
     int njobs_held;
@@ -269,6 +271,32 @@ static bool frame_current(const struct pfs_frame *f, const struct stat *st, uint
            f->src_mtime == st->st_mtim.tv_sec && f->src_mtime_ns == st->st_mtim.tv_nsec;
 }
 
+/* Unlinks every frame nobody but the table holds (no open file, no job)
+ * and returns them as a list to release outside the lock. Called with the
+ * lock held when the table outgrows its limit: a listing of a huge tree
+ * then costs header reads again, never unbounded memory. */
+static struct pfs_frame *table_sweep(struct pfs_engine *e)
+{
+    struct pfs_frame *dropped = NULL;
+    for (int b = 0; b < FRAME_TABLE_BUCKETS; b++) {
+        struct pfs_frame **link = &e->table[b];
+        while (*link) {
+            struct pfs_frame *f = *link;
+            if (atomic_load(&f->refs) == 1) {
+                *link = f->table_next;
+                f->table_next = dropped;
+                dropped = f;
+                e->table_count--;
+            } else {
+                link = &f->table_next;
+            }
+        }
+    }
+    pfs_log(PFS_LOG_DEBUG, "frame table over its limit: forgot unused frames, %d remain",
+            e->table_count);
+    return dropped;
+}
+
 /* The frame for relpath under the current rules, building it if the table
  * has none or only a stale one. *out is NULL when relpath is no frame. */
 static void frame_get(struct pfs_engine *e, const char *relpath, const struct stat *st,
@@ -317,10 +345,17 @@ static void frame_get(struct pfs_engine *e, const char *relpath, const struct st
     } else {
         built->table_next = NULL;
         *link = built;
+        e->table_count++;
     }
     *out = frame_ref(built);
+    struct pfs_frame *forgotten = e->table_count > e->table_limit ? table_sweep(e) : NULL;
     pthread_mutex_unlock(&e->lock);
     pfs_frame_release(stale);
+    while (forgotten) {
+        struct pfs_frame *next = forgotten->table_next;
+        pfs_frame_release(forgotten);
+        forgotten = next;
+    }
 }
 
 int pfs_engine_stat(struct pfs_engine *e, const char *relpath, const struct stat *st,
@@ -927,6 +962,7 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
         e->nthreads = 1;
     e->readahead = opts->readahead < 0 ? 2 : opts->readahead;
     e->memory_budget = opts->memory_budget ? opts->memory_budget : 512ull << 20;
+    e->table_limit = opts->frame_table_limit > 0 ? opts->frame_table_limit : 100000;
     e->rules = rules ? pfs_ruleset_ref(rules) : NULL;
     e->rules_gen = 1;
     pthread_mutex_init(&e->lock, NULL);

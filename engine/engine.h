@@ -7,9 +7,10 @@
  * the source). A matched EXR frame becomes a pfs_frame: its source identity,
  * the ops in force at that frame, its provenance attributes, its cache key
  * and its exact output size, all computed from headers without rendering.
- * Frame descriptions are remembered per path and revalidated against the
- * source's size and mtime and the rule set's generation, so `ls -l` of a
- * large directory reads each header once.
+ * Frame descriptions are remembered per path (up to frame_table_limit; past
+ * it the unused ones are forgotten) and revalidated against the source's
+ * size and mtime and the rule set's generation, so `ls -l` of a large
+ * directory reads each header once.
  *
  * Reads are asynchronous: pfs_engine_read answers from the LMDB cache at
  * once, or joins (or starts) the one render of that frame, and calls back
@@ -49,6 +50,7 @@ struct pfs_engine_opts {
     int render_threads;        /* 0: number of online CPUs */
     int readahead;             /* frames rendered ahead of a demanded one; <0: default 2 */
     uint64_t memory_budget;    /* bytes of finished frames kept in memory; 0: 512 MiB */
+    int frame_table_limit;     /* frame descriptions remembered; 0: 100,000 */
 };
 
 /* rules may be NULL (everything passes through); the engine takes a ref. */

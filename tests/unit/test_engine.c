@@ -274,6 +274,43 @@ static void test_determinism(void)
         free(ref[i]);
 }
 
+/* A frame table far smaller than the tree: frames are forgotten and built
+ * again, sizes stay right, and frames still held (open files) survive. */
+static void test_frame_table_limit(void)
+{
+    struct pfs_ruleset *rules = load_rules(dailies_a);
+    struct pfs_engine_opts o = {.dailies_root = dailies_a, .render_threads = 1,
+                                .readahead = 0, .frame_table_limit = 3};
+    struct pfs_engine *e;
+    pfs_error err;
+    REQUIRE(pfs_engine_open(&o, rules, &e, &err) == 0);
+    struct pfs_frame *held = frame(e, dailies_a, FRAME);
+    uint64_t first[8] = {0};
+    for (int pass = 0; pass < 3; pass++) {
+        for (int n = 0; n < 8; n++) {
+            char rel[64], path[512];
+            snprintf(rel, sizeof rel, "A001/A001C003.%d.exr", 1001 + n);
+            snprintf(path, sizeof path, "%s/%s", dailies_a, rel);
+            struct stat st;
+            REQUIRE(lstat(path, &st) == 0);
+            bool is_frame = false;
+            uint64_t size = 0;
+            CHECK(pfs_engine_stat(e, rel, &st, &is_frame, &size) == 0 && is_frame);
+            if (pass == 0)
+                first[n] = size;
+            CHECKF(size == first[n], "frame %d: size %llu, first %llu", 1001 + n,
+                   (unsigned long long)size, (unsigned long long)first[n]);
+        }
+    }
+    uint8_t *d;
+    size_t l;
+    CHECK(read_range(e, held, 0, 64u << 20, &d, &l) == 0 && l == pfs_frame_size(held));
+    free(d);
+    pfs_frame_release(held);
+    pfs_engine_close(e);
+    pfs_ruleset_unref(rules);
+}
+
 static void test_opencl_matches_reference(void)
 {
     struct pfs_cl *cl = NULL;
@@ -330,6 +367,7 @@ int main(void)
     RUN(test_single_flight);
     RUN(test_keys_across_machines);
     RUN(test_determinism);
+    RUN(test_frame_table_limit);
     RUN(test_opencl_matches_reference);
 
     sh("rm -rf %s", scratch);
