@@ -956,6 +956,48 @@ int pfs_cache_clear(struct pfs_cache *c, pfs_error *err)
     return rc ? lmdb_error(c->dir, rc, err, "clearing the cache") : 0;
 }
 
+int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copied,
+                    uint64_t *present, pfs_error *err)
+{
+    *copied = *present = 0;
+    MDB_txn *txn;
+    int rc = rtxn_get(src, &txn);
+    if (rc)
+        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, src->dbi[DBI_FRAMES], &cur);
+    if (rc) {
+        rtxn_put(src, txn);
+        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+    }
+    /* Values are put straight from src's map into dst's: one copy. */
+    MDB_val k, d;
+    int mrc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+    int out = 0;
+    while (mrc == 0 && out == 0) {
+        struct pfs_cache_key key;
+        if (k.mv_size == sizeof key.b) {
+            memcpy(key.b, k.mv_data, sizeof key.b);
+            uint64_t size;
+            if (pfs_cache_size(dst, &key, &size, NULL) == 0) {
+                (*present)++;
+            } else {
+                out = pfs_cache_put(dst, &key, d.mv_data, d.mv_size, err);
+                if (out == 0)
+                    (*copied)++;
+            }
+        }
+        mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    rtxn_put(src, txn);
+    if (out)
+        return out;
+    if (mrc != MDB_NOTFOUND)
+        return lmdb_error(src->dir, mrc, err, "reading the cache to merge");
+    return 0;
+}
+
 int pfs_cache_destroy(const char *dir, pfs_error *err)
 {
     static const char *const files[] = {"data.mdb", "lock.mdb"};
@@ -1179,7 +1221,8 @@ static const char *network_fs(const char *dir)
 /* Opens or creates the named databases and checks the format. In a new
  * store writes format and budget; in an existing one, the opener's budget
  * (if any) replaces the stored one. *budget gets the budget in force. */
-static int open_dbis(struct pfs_cache *c, uint64_t *budget, pfs_error *err)
+static int open_dbis(struct pfs_cache *c, uint64_t *budget, uint64_t default_budget,
+                     pfs_error *err)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, c->read_only ? MDB_RDONLY : 0, &txn);
@@ -1219,6 +1262,8 @@ static int open_dbis(struct pfs_cache *c, uint64_t *budget, pfs_error *err)
     }
     if (rc == 0)
         rc = info_get(c, txn, "budget", &stored);
+    if (rc == 0 && !*budget && !stored)
+        *budget = default_budget; /* a new store without an explicit budget */
     if (rc == 0 && !c->read_only) {
         if (fresh)
             rc = u64_put(txn, c->dbi[DBI_INFO], "format", FORMAT_VERSION);
@@ -1328,7 +1373,7 @@ int pfs_cache_open(const struct pfs_cache_opts *opts, struct pfs_cache **out, pf
         pfs_log(PFS_LOG_INFO, "%s: cleared %d stale cache reader slot(s)", c->dir, dead);
 
     uint64_t budget = opts->budget_bytes;
-    rc = open_dbis(c, &budget, err);
+    rc = open_dbis(c, &budget, opts->default_budget_bytes, err);
     if (rc) {
         cache_free(c);
         return rc;

@@ -42,6 +42,7 @@ struct pfs_cache_opts {
     uint64_t budget_bytes; /* e.g. 8 GiB; 0: the budget stored in the dir.
                             * A non-zero budget replaces the stored one
                             * (the last writer to open sets it). */
+    uint64_t default_budget_bytes; /* a new store's budget when budget_bytes is 0 */
     bool read_only;        /* stats from another process */
 };
 
@@ -94,6 +95,14 @@ int pfs_cache_clear(struct pfs_cache *c, pfs_error *err);
 /* The escape hatch for a store that no longer opens (corrupt, foreign
  * format): deletes the LMDB files in dir. Only for stores nobody has open. */
 int pfs_cache_destroy(const char *dir, pfs_error *err);
+
+/* Copies into dst every frame of src (another store, e.g. one a farm
+ * machine filled, opened read_only) that dst lacks. Keys mean the same on
+ * every machine, so no frame is re-rendered. dst's budget still applies:
+ * merging more than it holds evicts dst's least recently used frames.
+ * Counts what was copied and what dst already had. */
+int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copied,
+                    uint64_t *present, pfs_error *err);
 
 enum pfs_cache_counter {
     PFS_CACHE_HITS,

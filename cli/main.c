@@ -6,6 +6,7 @@
  *   platefs render DAILIES PATH -o OUT [options] render one frame to a file
  *   platefs prewarm DAILIES [PATH...] [options]  render frames into the cache
  *   platefs cache stats|clear [--cache DIR]      what the cache holds; empty it
+ *   platefs cache merge SRC... [--cache DIR]     bring in frames rendered elsewhere
  *   platefs devices                              list OpenCL devices
  *
  * This file only parses arguments and wires the modules together: rules,
@@ -39,7 +40,7 @@
 struct common_opts {
     const char *rules_dir;
     const char *cache_dir;
-    uint64_t cache_size;
+    uint64_t cache_size; /* 0: an existing store keeps its budget */
     const char *device; /* "reference": the C reference path, no OpenCL */
     int threads;
     int readahead;
@@ -59,6 +60,7 @@ static void usage(FILE *out)
           "  platefs prewarm DAILIES [PATH...] [--rules DIR] [--cache DIR] [--cache-size SIZE]\n"
           "                [--device SPEC] [--shard I/N]\n"
           "  platefs cache stats|clear [--cache DIR]\n"
+          "  platefs cache merge SRC_CACHE... [--cache DIR] [--cache-size SIZE]\n"
           "  platefs devices\n"
           "  platefs version\n"
           "\n"
@@ -173,7 +175,11 @@ static int stack_open(struct stack *s, const char *dailies, const struct common_
         return 1;
     }
     if (with_cache && !o->no_cache) {
-        struct pfs_cache_opts copts = {.dir = s->cache_dir, .budget_bytes = o->cache_size};
+        /* Without --cache-size the store keeps the budget it was given
+         * before (a mount must not shrink a farm's cache by default). */
+        struct pfs_cache_opts copts = {.dir = s->cache_dir,
+                                       .budget_bytes = o->cache_size,
+                                       .default_budget_bytes = DEFAULT_CACHE_SIZE};
         if (pfs_cache_open(&copts, &s->cache, &err)) {
             fprintf(stderr, "platefs: %s\n", err.msg);
             stack_close(s);
@@ -262,7 +268,6 @@ struct parsed {
 static int parse_args(int argc, char **argv, struct parsed *p)
 {
     memset(p, 0, sizeof *p);
-    p->common.cache_size = DEFAULT_CACHE_SIZE;
     p->common.readahead = -1;
     p->log_level = PFS_LOG_INFO;
     p->shard_count = 1;
@@ -608,7 +613,7 @@ static int cmd_check(struct parsed *p)
  * removed instead (its frames are renders, never sources). */
 static int cache_clear(const char *dir)
 {
-    struct pfs_cache_opts copts = {.dir = dir};
+    struct pfs_cache_opts copts = {.dir = dir, .default_budget_bytes = DEFAULT_CACHE_SIZE};
     struct pfs_cache *c = NULL;
     pfs_error err;
     pfs_error_clear(&err);
@@ -628,21 +633,59 @@ static int cache_clear(const char *dir)
     return 0;
 }
 
+/* `cache merge SRC...`: brings frames rendered elsewhere (farm machines'
+ * caches) into this one. */
+static int cache_merge(const char *dir, uint64_t budget, char **srcs, int nsrcs)
+{
+    struct pfs_cache_opts copts = {.dir = dir, .budget_bytes = budget,
+                                   .default_budget_bytes = DEFAULT_CACHE_SIZE};
+    struct pfs_cache *c = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (pfs_cache_open(&copts, &c, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        return 1;
+    }
+    int status = 0;
+    for (int i = 0; i < nsrcs; i++) {
+        struct pfs_cache_opts sopts = {.dir = srcs[i], .read_only = true};
+        struct pfs_cache *src = NULL;
+        uint64_t copied = 0, present = 0;
+        int rc = pfs_cache_open(&sopts, &src, &err);
+        if (rc == 0)
+            rc = pfs_cache_merge(c, src, &copied, &present, &err);
+        if (src)
+            pfs_cache_close(src);
+        if (rc) {
+            fprintf(stderr, "platefs: %s\n", err.msg);
+            status = 1;
+            continue;
+        }
+        printf("%s: %llu frames copied, %llu already present\n", srcs[i],
+               (unsigned long long)copied, (unsigned long long)present);
+    }
+    pfs_cache_close(c);
+    return status;
+}
+
 static int cmd_cache(struct parsed *p)
 {
-    bool clear = p->npos == 1 && strcmp(p->pos[0], "clear") == 0;
-    if (p->npos != 1 || (!clear && strcmp(p->pos[0], "stats") != 0)) {
+    const char *what = p->npos >= 1 ? p->pos[0] : "";
+    bool clear = strcmp(what, "clear") == 0, merge = strcmp(what, "merge") == 0;
+    if ((merge && p->npos < 2) || (!merge && p->npos != 1) ||
+        (!clear && !merge && strcmp(what, "stats") != 0)) {
         usage(stderr);
         return 2;
     }
     char *dir = p->common.cache_dir ? strdup(p->common.cache_dir) : default_cache_dir();
-    if (clear) {
-        int rc = cache_clear(dir);
+    if (clear || merge) {
+        int rc = clear ? cache_clear(dir)
+                       : cache_merge(dir, p->common.cache_size,
+                                     p->pos + 1, p->npos - 1);
         free(dir);
         return rc;
     }
-    struct pfs_cache_opts copts = {.dir = dir, .budget_bytes = p->common.cache_size,
-                                   .read_only = true};
+    struct pfs_cache_opts copts = {.dir = dir, .read_only = true};
     struct pfs_cache *c = NULL;
     pfs_error err;
     pfs_error_clear(&err);

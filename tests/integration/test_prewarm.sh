@@ -30,6 +30,30 @@ unmount_fs
 [ "$(cache_stat renders)" = 8 ] || fail "expected 8 renders in all, got $(cache_stat renders)"
 [ "$(cache_stat entries)" = 8 ] || fail "expected 8 entries, got $(cache_stat entries)"
 
+# A render farm: two machines prewarm one shard each into their own
+# caches (one with the dailies at another path); merged, they serve the
+# mount without a single render.
+cp -rp "$DAILIES" "$WORK/farm-dailies"
+"$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$WORK/farm0" --shard 0/2 2>/dev/null ||
+    fail "farm shard 0 failed"
+"$PLATEFS" prewarm "$WORK/farm-dailies" --rules "$RULES" --cache "$WORK/farm1" --shard 1/2 2>/dev/null ||
+    fail "farm shard 1 failed"
+"$PLATEFS" cache merge "$WORK/farm0" "$WORK/farm1" --cache "$WORK/merged" >"$WORK/merge.txt" ||
+    fail "merge failed: $(cat "$WORK/merge.txt")"
+grep -q "frames copied" "$WORK/merge.txt" || fail "merge printed no summary"
+"$PLATEFS" cache merge "$WORK/farm0" --cache "$WORK/merged" | grep -q "0 frames copied" ||
+    fail "merging again copied frames"
+[ "$("$PLATEFS" cache stats --cache "$WORK/merged" | awk '$1 == "entries" {print $2}')" = 8 ] ||
+    fail "the merged cache does not hold all 8 frames"
+CACHE_SAVED=$CACHE
+CACHE=$WORK/merged
+mount_fs --readahead 0
+for f in "$MNT"/A001/*.exr; do cat "$f" >/dev/null; done
+grep -q "rendered A001" "$LOG" && fail "the mount rendered a frame the farm had rendered"
+unmount_fs
+[ "$(cache_stat renders)" = 0 ] || fail "renders counted on the merged cache"
+CACHE=$CACHE_SAVED
+
 # The prewarmed bytes equal a render of the same frame.
 "$PLATEFS" render "$DAILIES" "$FRAME" -o "$WORK/direct.exr" --rules "$RULES" 2>/dev/null ||
     fail "render failed"

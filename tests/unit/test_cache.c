@@ -349,6 +349,38 @@ static void test_clear_and_destroy(void)
     free(dir);
 }
 
+/* merge copies what dst lacks, leaves what it has, and is idempotent. */
+static void test_merge(void)
+{
+    char *a = tmpdir(), *b = tmpdir();
+    struct pfs_cache *src = open_cache(a, 64ull * MiB, false);
+    for (uint64_t id = 1; id <= 6; id++)
+        CHECK(put(src, id, (size_t)id * 100000) == 0);
+    pfs_cache_close(src);
+    struct pfs_cache *dst = open_cache(b, 64ull * MiB, false);
+    CHECK(put(dst, 2, 200000) == 0);
+    CHECK(put(dst, 42, 5000) == 0);
+    src = open_cache(a, 0, true);
+    uint64_t copied = 0, present = 0;
+    pfs_error err;
+    CHECK(pfs_cache_merge(dst, src, &copied, &present, &err) == 0);
+    CHECKF(copied == 5 && present == 1, "copied %llu, present %llu",
+           (unsigned long long)copied, (unsigned long long)present);
+    for (uint64_t id = 1; id <= 6; id++)
+        CHECKF(check_entry(dst, id, NULL) == 1, "entry %llu", (unsigned long long)id);
+    CHECK(check_entry(dst, 42, NULL) == 1);
+    CHECK(pfs_cache_merge(dst, src, &copied, &present, &err) == 0);
+    CHECK(copied == 0 && present == 6);
+    struct pfs_cache_stats st = stats_of(dst);
+    CHECK(st.entries == 7);
+    pfs_cache_close(src);
+    pfs_cache_close(dst);
+    rmtree(a);
+    rmtree(b);
+    free(a);
+    free(b);
+}
+
 static void test_budget_churn(void)
 {
     char *dir = tmpdir();
@@ -777,6 +809,7 @@ int main(void)
     RUN(test_round_trip);
     RUN(test_replace_remove);
     RUN(test_clear_and_destroy);
+    RUN(test_merge);
     RUN(test_budget_churn);
     RUN(test_lru_order);
     RUN(test_efbig);
