@@ -40,4 +40,38 @@ stat "$MNT/A001/A001_camera_report.txt" >/dev/null
 unmount_fs
 renders=$(cache_stat renders)
 [ "$renders" = 8 ] || fail "8 frames should render 8 times, got $renders"
+
+# A slow render never blocks the attributes or the listing of other files:
+# four 4K float frames queued on one render thread (seconds of work on the
+# C reference path), and meanwhile stat and ls answer at once.
+mkdir -p "$DAILIES/S001"
+for n in 1 2 3 4; do
+    oiiotool "$DAILIES/A001/A001C003.100$n.exr" --resize 4096x2160 -d float --compression zip \
+        -o "$DAILIES/S001/S001C001.100$n.exr"
+done
+cat >"$RULES/S001C001.yaml" <<'YAML'
+shot: S001C001
+match: ["S001/S001C001.*.exr"]
+ops:
+  - op: relight
+    exposure: 0.5
+    window: {shape: ellipse, center: [2048, 1080], size: [3000, 1800], feather: 400}
+YAML
+rm -rf "$CACHE"
+mount_fs --readahead 0 --threads 1 --device reference
+slow=()
+for n in 1 2 3 4; do
+    cat "$MNT/S001/S001C001.100$n.exr" >/dev/null &
+    slow+=($!)
+done
+sleep 0.3
+for _ in $(seq 1 20); do
+    stat "$MNT/A001/A001_camera_report.txt" >/dev/null
+    ls -l "$MNT/A001" >/dev/null
+done
+done_while_listing=$(grep -c "rendered S001" "$LOG" || true)
+for p in "${slow[@]}"; do wait "$p" || fail "a slow reader failed"; done
+unmount_fs
+[ "$done_while_listing" -lt 4 ] ||
+    fail "stat and ls waited for all four renders ($done_while_listing done when they returned)"
 echo "concurrency ok"
