@@ -583,6 +583,15 @@ static void job_unlink(struct pfs_engine *e, struct job *j)
         job_free(j);
 }
 
+/* Drops a pin taken with readers++ (lock held). A job unlinked while
+ * pinned is freed by whoever drops the last pin. */
+static void job_unpin(struct job *j)
+{
+    j->readers--;
+    if (j->unlinked && j->readers == 0)
+        job_free(j);
+}
+
 /* Drops the oldest finished frames until the held ones fit the budget. */
 static void jobs_trim(struct pfs_engine *e)
 {
@@ -635,9 +644,7 @@ static void serve_done_unlock(struct pfs_engine *e, struct job *j, uint64_t off,
     pthread_mutex_unlock(&e->lock);
     serve_job(j, off, len, cb, ud);
     pthread_mutex_lock(&e->lock);
-    j->readers--;
-    if (j->unlinked && j->readers == 0)
-        job_free(j);
+    job_unpin(j);
     pthread_mutex_unlock(&e->lock);
 }
 
@@ -697,40 +704,29 @@ static void schedule_readahead(struct pfs_engine *e, const struct pfs_frame *f)
 
 static void run_job(struct pfs_engine *e, struct job *j)
 {
+    /* Our own reference: the job may be trimmed and freed before we are
+     * done with its frame (readahead below). */
+    struct pfs_frame *frame = frame_ref(j->frame);
     uint8_t *data = NULL;
     size_t len = 0;
     double timing[3] = {0};
     pfs_error err;
     pfs_error_clear(&err);
     double t0 = now_ms();
-    int rc = render_frame(e, j->frame, &data, &len, timing, &err);
-    double t_put = 0;
+    int rc = render_frame(e, frame, &data, &len, timing, &err);
     if (rc == 0) {
         atomic_fetch_add(&e->n_renders, 1);
         if (!j->demanded)
             atomic_fetch_add(&e->n_readahead, 1);
-        if (e->cache) {
-            double tp = now_ms();
-            pfs_error perr;
-            pfs_error_clear(&perr);
-            pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
-            /* A full or unwritable cache costs speed, never correctness: the
-             * frame is still served from memory. */
-            if (pfs_cache_put(e->cache, &j->key, data, len, &perr))
-                pfs_log(PFS_LOG_WARN, "cache: %s (frame %s is served uncached)", perr.msg,
-                        j->frame->relpath);
-            t_put = now_ms() - tp;
-        }
-        pfs_log(PFS_LOG_DEBUG,
-                "rendered %s: decode %.1f ms, ops %.1f ms (%s), encode %.1f ms, cache put "
-                "%.1f ms, total %.1f ms",
-                j->frame->relpath, timing[0], timing[1], e->cl ? "opencl" : "reference",
-                timing[2], t_put, now_ms() - t0);
     } else {
         atomic_fetch_add(&e->n_failures, 1);
         pfs_log(PFS_LOG_ERROR, "%s", err.msg);
     }
+    double t_render = now_ms() - t0;
 
+    /* Publish first, store second: waiting readers get their bytes now,
+     * not after the cache's fsync, and reads arriving during the put are
+     * served from memory. */
     pthread_mutex_lock(&e->lock);
     j->state = JOB_DONE;
     j->data = data;
@@ -742,7 +738,7 @@ static void run_job(struct pfs_engine *e, struct job *j)
     struct waiter *waiters = j->waiters;
     j->waiters = NULL;
     bool demanded = j->demanded;
-    j->readers++;
+    j->readers++; /* pins data through the replies and the put */
     pthread_mutex_unlock(&e->lock);
 
     while (waiters) {
@@ -755,19 +751,42 @@ static void run_job(struct pfs_engine *e, struct job *j)
         free(w);
     }
 
+    double t_put = 0;
+    if (rc == 0 && e->cache) {
+        double tp = now_ms();
+        pfs_error perr;
+        pfs_error_clear(&perr);
+        pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
+        /* A full or unwritable cache costs speed, never correctness: the
+         * frame is still served from memory while it is held there. */
+        if (pfs_cache_put(e->cache, &j->key, data, len, &perr))
+            pfs_log(PFS_LOG_WARN, "cache: %s (frame %s is served uncached)", perr.msg,
+                    frame->relpath);
+        t_put = now_ms() - tp;
+    }
+    if (rc == 0)
+        pfs_log(PFS_LOG_DEBUG,
+                "rendered %s: decode %.1f ms, ops %.1f ms (%s), encode %.1f ms, cache put "
+                "%.1f ms, total %.1f ms",
+                frame->relpath, timing[0], timing[1], e->cl ? "opencl" : "reference",
+                timing[2], t_put, t_render + t_put);
+
     pthread_mutex_lock(&e->lock);
-    j->readers--;
-    if (rc) {
+    if (rc && !j->unlinked) {
         /* Failed renders are not kept: the next read tries again (a source
          * being copied in may be complete by then). */
+        j->readers--;
         job_unlink(e, j);
     } else {
-        jobs_trim(e);
+        job_unpin(j);
+        if (rc == 0)
+            jobs_trim(e);
     }
     pthread_mutex_unlock(&e->lock);
 
     if (demanded && rc == 0 && e->readahead > 0)
-        schedule_readahead(e, j->frame);
+        schedule_readahead(e, frame);
+    pfs_frame_release(frame);
 }
 
 static void *render_thread(void *arg)
@@ -874,45 +893,29 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
     pthread_mutex_unlock(&e->lock);
 }
 
-static void warm_done(void *ud, const void *data, size_t len, int err)
-{
-    struct {
-        pthread_mutex_t m;
-        pthread_cond_t c;
-        bool done;
-        int err;
-    } *w = ud;
-    pthread_mutex_lock(&w->m);
-    w->done = true;
-    w->err = err;
-    pthread_cond_signal(&w->c);
-    pthread_mutex_unlock(&w->m);
-}
-
 int pfs_engine_warm(struct pfs_engine *e, struct pfs_frame *f, bool *rendered, pfs_error *err)
 {
     *rendered = false;
     if (f->error)
         return pfs_error_set(err, EIO, "%s", f->error_msg);
+    if (!e->cache)
+        return pfs_error_set(err, EINVAL, "%s: prewarming needs a cache", f->relpath);
     uint64_t size;
-    if (e->cache && pfs_cache_size(e->cache, &f->key, &size, NULL) == 0)
+    if (pfs_cache_size(e->cache, &f->key, &size, NULL) == 0)
         return 0;
-    uint64_t before = atomic_load(&e->n_renders);
-    struct {
-        pthread_mutex_t m;
-        pthread_cond_t c;
-        bool done;
-        int err;
-    } w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-    pfs_engine_read(e, f, 0, 0, warm_done, &w);
-    pthread_mutex_lock(&w.m);
-    while (!w.done)
-        pthread_cond_wait(&w.c, &w.m);
-    pthread_mutex_unlock(&w.m);
-    *rendered = atomic_load(&e->n_renders) != before;
-    if (w.err)
-        return pfs_error_set(err, w.err, "%s: render failed (see the log)", f->relpath);
-    return 0;
+    /* Rendered here and stored before returning: when warm returns, every
+     * process using the cache finds the frame. */
+    uint8_t *data;
+    size_t len;
+    int rc = render_frame(e, f, &data, &len, NULL, err);
+    if (rc)
+        return rc;
+    atomic_fetch_add(&e->n_renders, 1);
+    pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
+    rc = pfs_cache_put(e->cache, &f->key, data, len, err);
+    free(data);
+    *rendered = rc == 0;
+    return rc;
 }
 
 /* ---- lifecycle --------------------------------------------------------- */

@@ -96,7 +96,9 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
 int pfs_engine_render(struct pfs_engine *e, struct pfs_frame *f, uint8_t **out,
                       size_t *len, double timing_ms[3], pfs_error *err);
 
-/* Renders f into the cache now unless it is there already (prewarm). */
+/* Renders f and stores it in the cache unless it is there already
+ * (prewarm); synchronous, in the calling thread: when it returns 0 the frame
+ * is in the store for every process. */
 int pfs_engine_warm(struct pfs_engine *e, struct pfs_frame *f, bool *rendered,
                     pfs_error *err);
 
