@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,7 @@ static void usage(FILE *out)
           "  platefs check RULES --dailies DIR\n"
           "  platefs render DAILIES PATH -o OUT.exr [--rules DIR] [--device SPEC] [--timing]\n"
           "  platefs prewarm DAILIES [PATH...] [--rules DIR] [--cache DIR] [--cache-size SIZE]\n"
-          "                [--device SPEC] [--shard I/N]\n"
+          "                [--device SPEC] [--shard I/N] [--threads N]\n"
           "  platefs cache stats|clear [--cache DIR]\n"
           "  platefs cache merge SRC_CACHE... [--cache DIR] [--cache-size SIZE]\n"
           "  platefs devices\n"
@@ -507,44 +508,38 @@ static int cmd_render(struct parsed *p)
     return rc;
 }
 
-struct prewarm_walk {
+/* prewarm: the frames to render are listed first (walking the tree or
+ * taking the paths given), then --threads workers render and store them;
+ * the engine is thread-safe and the cache takes concurrent puts. */
+struct prewarm {
     struct stack *s;
     struct parsed *p;
     const char *dailies;
+    char **paths;
+    size_t npaths, cap, next;
     unsigned long frames, rendered, failed;
+    pthread_mutex_t lock;
 };
 
-static void prewarm_file(struct prewarm_walk *w, const char *relpath)
+static void prewarm_add(struct prewarm *w, const char *relpath)
 {
     if (w->p->shard_count > 1 &&
         XXH3_64bits(relpath, strlen(relpath)) % w->p->shard_count != w->p->shard_index)
         return;
-    char *path = NULL;
-    if (asprintf(&path, "%s/%s", w->dailies, relpath) < 0)
-        return;
-    struct stat st;
-    struct pfs_frame *f = NULL;
-    pfs_error err;
-    pfs_error_clear(&err);
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
-        pfs_engine_frame_open(w->s->engine, relpath, &st, &f, &err);
-    free(path);
-    if (!f)
-        return;
-    bool rendered = false;
-    w->frames++;
-    if (pfs_engine_warm(w->s->engine, f, &rendered, &err)) {
-        fprintf(stderr, "platefs: %s\n", err.msg);
-        w->failed++;
-    } else if (rendered) {
-        w->rendered++;
+    if (w->npaths == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        char **grown = realloc(w->paths, cap * sizeof *grown);
+        if (!grown)
+            return;
+        w->paths = grown;
+        w->cap = cap;
     }
-    fprintf(stderr, "\rprewarm: %lu frames, %lu rendered, %lu already cached, %lu failed",
-            w->frames, w->rendered, w->frames - w->rendered - w->failed, w->failed);
-    pfs_frame_release(f);
+    char *copy = strdup(relpath);
+    if (copy)
+        w->paths[w->npaths++] = copy;
 }
 
-static void prewarm_dir(struct prewarm_walk *w, const char *rel)
+static void prewarm_walk(struct prewarm *w, const char *rel)
 {
     char *path = NULL;
     if (asprintf(&path, "%s%s%s", w->dailies, rel[0] ? "/" : "", rel) < 0)
@@ -558,15 +553,58 @@ static void prewarm_dir(struct prewarm_walk *w, const char *rel)
             char *child = NULL;
             if (asprintf(&child, "%s%s%s", rel, rel[0] ? "/" : "", name) >= 0) {
                 if (names[i]->d_type == DT_DIR)
-                    prewarm_dir(w, child);
+                    prewarm_walk(w, child);
                 else
-                    prewarm_file(w, child);
+                    prewarm_add(w, child);
             }
             free(child);
         }
         free(names[i]);
     }
     free(names);
+}
+
+static void prewarm_one(struct prewarm *w, const char *relpath)
+{
+    char *path = NULL;
+    if (asprintf(&path, "%s/%s", w->dailies, relpath) < 0)
+        return;
+    struct stat st;
+    struct pfs_frame *f = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+        pfs_engine_frame_open(w->s->engine, relpath, &st, &f, &err);
+    free(path);
+    if (!f)
+        return; /* not a frame: nothing to render */
+    bool rendered = false;
+    int rc = pfs_engine_warm(w->s->engine, f, &rendered, &err);
+    pfs_frame_release(f);
+    pthread_mutex_lock(&w->lock);
+    w->frames++;
+    if (rc) {
+        fprintf(stderr, "\nplatefs: %s\n", err.msg);
+        w->failed++;
+    } else if (rendered) {
+        w->rendered++;
+    }
+    fprintf(stderr, "\rprewarm: %lu frames, %lu rendered, %lu already cached, %lu failed",
+            w->frames, w->rendered, w->frames - w->rendered - w->failed, w->failed);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void *prewarm_worker(void *arg)
+{
+    struct prewarm *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        size_t i = w->next++;
+        pthread_mutex_unlock(&w->lock);
+        if (i >= w->npaths)
+            return NULL;
+        prewarm_one(w, w->paths[i]);
+    }
 }
 
 static int cmd_prewarm(struct parsed *p)
@@ -585,14 +623,31 @@ static int cmd_prewarm(struct parsed *p)
         free(dailies);
         return 1;
     }
-    struct prewarm_walk w = {.s = &s, .p = p, .dailies = dailies};
+    struct prewarm w = {.s = &s, .p = p, .dailies = dailies,
+                        .lock = PTHREAD_MUTEX_INITIALIZER};
     if (p->npos == 1) {
-        prewarm_dir(&w, "");
+        prewarm_walk(&w, "");
     } else {
         for (int i = 1; i < p->npos; i++)
-            prewarm_file(&w, p->pos[i]);
+            prewarm_add(&w, p->pos[i]);
     }
+    int nthreads = p->common.threads > 0 ? p->common.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nthreads < 1)
+        nthreads = 1;
+    pthread_t *threads = calloc((size_t)nthreads, sizeof *threads);
+    int started = 0;
+    while (threads && started < nthreads &&
+           pthread_create(&threads[started], NULL, prewarm_worker, &w) == 0)
+        started++;
+    if (started == 0)
+        prewarm_worker(&w);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    free(threads);
     fputc('\n', stderr);
+    for (size_t i = 0; i < w.npaths; i++)
+        free(w.paths[i]);
+    free(w.paths);
     stack_close(&s);
     free(dailies);
     return w.failed ? 1 : 0;
