@@ -266,6 +266,31 @@ struct parsed {
     char **pos;
 };
 
+/* `-o a,b,c` of mount, as fstab and mount(8) pass them. The mirror is
+ * always read-only with kernel permission checks, so those are accepted and
+ * change nothing; anything else is refused rather than ignored. */
+static int parse_mount_options(const char *list, struct parsed *p)
+{
+    char *copy = strdup(list);
+    if (!copy)
+        return -1;
+    int rc = 0;
+    char *save = NULL;
+    for (char *opt = strtok_r(copy, ",", &save); opt && rc == 0;
+         opt = strtok_r(NULL, ",", &save)) {
+        if (strcmp(opt, "allow_other") == 0)
+            p->allow_other = true;
+        else if (strcmp(opt, "ro") != 0 && strcmp(opt, "default_permissions") != 0 &&
+                 strcmp(opt, "nodev") != 0 && strcmp(opt, "nosuid") != 0) {
+            fprintf(stderr, "platefs: -o %s: unsupported mount option (platefs takes "
+                            "allow_other; the mirror is always read-only)\n", opt);
+            rc = -1;
+        }
+    }
+    free(copy);
+    return rc;
+}
+
 static int parse_args(int argc, char **argv, struct parsed *p)
 {
     memset(p, 0, sizeof *p);
@@ -308,13 +333,11 @@ static int parse_args(int argc, char **argv, struct parsed *p)
             }
             break;
         case 'o':
-            /* -o is the output file for render, a FUSE option for mount. */
-            if (strcmp(optarg, "allow_other") == 0)
-                p->allow_other = true;
-            else if (strcmp(optarg, "ro") == 0 || strcmp(optarg, "default_permissions") == 0)
-                ;
-            else
+            /* -o is the output file for render, mount options for mount. */
+            if (strcmp(argv[0], "mount") != 0)
                 p->output = optarg;
+            else if (parse_mount_options(optarg, p))
+                return -1;
             break;
         case 'f': p->foreground = true; break;
         case 'd': p->fuse_debug = true; p->foreground = true; break;

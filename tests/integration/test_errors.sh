@@ -40,6 +40,10 @@ fi
 grep -q "A001C003.yaml:5:" "$WORK/mount.txt" || fail "mount error lacks file:line: $(cat "$WORK/mount.txt")"
 mountpoint -q "$MNT" && fail "something is mounted after a refused start"
 
+# A mount option platefs does not support is refused, not ignored.
+expect_failure "unsupported mount option" "$PLATEFS" mount "$DAILIES" "$MNT" --rules "$RULES" \
+    --cache "$CACHE" -o rw
+
 # No OpenCL device of that name: a clear error, nothing mounted.
 cp "$PFS_SOURCE_DIR/samples/rules/A001C003.yaml" "$RULES/"
 expect_failure "no-such-device" "$PLATEFS" mount "$DAILIES" "$MNT" --rules "$RULES" \

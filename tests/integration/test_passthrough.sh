@@ -11,7 +11,8 @@ head -c 3000000 /dev/urandom >"$DAILIES/B002/random.bin"
 ln -s ../A001/A001_camera_report.txt "$DAILIES/B002/report-link.txt"
 before=$(cd "$DAILIES" && find . -type f -exec md5sum {} + | sort)
 
-mount_fs
+mount_fs -o ro,allow_other
+grep " $MNT " /proc/mounts | grep -q "allow_other" || fail "-o allow_other did not reach the mount"
 
 for f in A001/A001_camera_report.txt A001/A001C003.0999.exr \
     B002/deep/er/B002C001.1001.exr B002/random.bin; do
