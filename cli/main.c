@@ -45,7 +45,6 @@ struct common_opts {
     const char *device; /* "reference": the C reference path, no OpenCL */
     int threads;
     int readahead;
-    bool no_cache;
 };
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -175,7 +174,7 @@ static int stack_open(struct stack *s, const char *dailies, const struct common_
         stack_close(s);
         return 1;
     }
-    if (with_cache && !o->no_cache) {
+    if (with_cache) {
         /* Without --cache-size the store keeps the budget it was given
          * before (a mount must not shrink a farm's cache by default). */
         struct pfs_cache_opts copts = {.dir = s->cache_dir,
@@ -229,14 +228,13 @@ static char *real_dir(const char *path, const char *what)
 
 enum {
     OPT_RULES = 1000, OPT_CACHE, OPT_CACHE_SIZE, OPT_DEVICE, OPT_THREADS, OPT_READAHEAD,
-    OPT_LOG_LEVEL, OPT_SYSLOG, OPT_DAILIES, OPT_TIMING, OPT_SHARD, OPT_NO_CACHE,
+    OPT_LOG_LEVEL, OPT_SYSLOG, OPT_DAILIES, OPT_TIMING, OPT_SHARD,
 };
 
 static const struct option long_opts[] = {
     {"rules", required_argument, NULL, OPT_RULES},
     {"cache", required_argument, NULL, OPT_CACHE},
     {"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
-    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"threads", required_argument, NULL, OPT_THREADS},
     {"readahead", required_argument, NULL, OPT_READAHEAD},
@@ -303,7 +301,6 @@ static int parse_args(int argc, char **argv, struct parsed *p)
         switch (c) {
         case OPT_RULES: p->common.rules_dir = optarg; break;
         case OPT_CACHE: p->common.cache_dir = optarg; break;
-        case OPT_NO_CACHE: p->common.no_cache = true; break;
         case OPT_CACHE_SIZE:
             if (parse_size(optarg, &p->common.cache_size)) {
                 fprintf(stderr, "platefs: --cache-size %s: expected bytes such as 8G or 500M\n",

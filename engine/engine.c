@@ -105,7 +105,6 @@ struct pfs_engine {
     pthread_mutex_t lock;
     pthread_cond_t work;
     bool stopping;
-    int running;
 
     struct pfs_ruleset *rules;
     uint64_t rules_gen;
@@ -125,8 +124,8 @@ struct pfs_engine {
     pthread_cond_t flusher_wake; /* its own: a job's signal must wake a render thread */
     bool has_flusher;
 
-    atomic_uint_fast64_t n_renders, n_failures, n_memory_hits, n_cache_hits,
-        n_cache_misses, n_readahead;
+    /* Cache hits and misses are counted by the cache itself. */
+    atomic_uint_fast64_t n_renders, n_failures, n_memory_hits, n_readahead;
 };
 
 /* ---- frames ------------------------------------------------------------ */
@@ -804,11 +803,9 @@ static void *render_thread(void *arg)
             continue;
         }
         j->state = JOB_RUNNING;
-        e->running++;
         pthread_mutex_unlock(&e->lock);
         run_job(e, j);
         pthread_mutex_lock(&e->lock);
-        e->running--;
     }
     pthread_mutex_unlock(&e->lock);
     return NULL;
@@ -845,11 +842,8 @@ void pfs_engine_read(struct pfs_engine *e, struct pfs_frame *f, uint64_t off, si
         /* The reply is written straight out of the LMDB map, inside the
          * read transaction: no copy in between. */
         struct cache_reply r = {.cb = cb, .ud = ud};
-        if (pfs_cache_view(e->cache, &f->key, off, len, reply_from_cache, &r, NULL) == 0) {
-            atomic_fetch_add(&e->n_cache_hits, off == 0);
+        if (pfs_cache_view(e->cache, &f->key, off, len, reply_from_cache, &r, NULL) == 0)
             return;
-        }
-        atomic_fetch_add(&e->n_cache_misses, off == 0);
     }
 
     struct waiter *w = malloc(sizeof *w);
@@ -1056,7 +1050,5 @@ void pfs_engine_counters(struct pfs_engine *e, struct pfs_engine_counters *out)
     out->renders = atomic_load(&e->n_renders);
     out->render_failures = atomic_load(&e->n_failures);
     out->memory_hits = atomic_load(&e->n_memory_hits);
-    out->cache_hits = atomic_load(&e->n_cache_hits);
-    out->cache_misses = atomic_load(&e->n_cache_misses);
     out->readahead_renders = atomic_load(&e->n_readahead);
 }

@@ -102,9 +102,12 @@ int pfs_engine_render(struct pfs_engine *e, struct pfs_frame *f, uint8_t **out,
 int pfs_engine_warm(struct pfs_engine *e, struct pfs_frame *f, bool *rendered,
                     pfs_error *err);
 
+/* What this engine did (the cache counts its own hits and misses). */
 struct pfs_engine_counters {
-    uint64_t renders, render_failures, memory_hits, cache_hits, cache_misses,
-        readahead_renders;
+    uint64_t renders;           /* successful renders, readahead included */
+    uint64_t render_failures;
+    uint64_t memory_hits;       /* reads answered by a frame held in memory */
+    uint64_t readahead_renders; /* renders nobody had asked for yet */
 };
 void pfs_engine_counters(struct pfs_engine *e, struct pfs_engine_counters *out);
 

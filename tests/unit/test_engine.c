@@ -196,10 +196,17 @@ static void test_single_flight(void)
         CHECK(a[i].err == 0);
         CHECK(a[i].len == a[0].len && memcmp(a[i].data, a[0].data, a[0].len) == 0);
     }
+    /* A read of the finished frame is answered from memory. */
+    uint8_t *again;
+    size_t alen;
+    CHECK(read_range(fx.engine, f, 0, 4096, &again, &alen) == 0 && alen == 4096);
+    CHECK(memcmp(again, a[0].data, 4096) == 0);
+    free(again);
     struct pfs_engine_counters c;
     pfs_engine_counters(fx.engine, &c);
     CHECKF(c.renders == 1, "8 readers of one frame caused %llu renders",
            (unsigned long long)c.renders);
+    CHECKF(c.memory_hits >= 1, "no read was served from memory");
     for (int i = 0; i < 8; i++)
         free(a[i].data);
     pfs_frame_release(f);
@@ -276,6 +283,42 @@ static void test_determinism(void)
 
 /* A frame table far smaller than the tree: frames are forgotten and built
  * again, sizes stay right, and frames still held (open files) survive. */
+/* A demanded frame queues the next ones of the sequence; they render
+ * without being asked and are then served without another render. */
+static void test_readahead(void)
+{
+    struct pfs_ruleset *rules = load_rules(dailies_a);
+    struct pfs_engine_opts o = {.dailies_root = dailies_a, .render_threads = 2,
+                                .readahead = 2};
+    struct pfs_engine *e;
+    pfs_error err;
+    REQUIRE(pfs_engine_open(&o, rules, &e, &err) == 0);
+    struct pfs_frame *f = frame(e, dailies_a, "A001/A001C003.1005.exr");
+    uint8_t *d;
+    size_t l;
+    CHECK(read_range(e, f, 0, 100, &d, &l) == 0);
+    free(d);
+    struct pfs_engine_counters c = {0};
+    for (int i = 0; i < 500 && c.readahead_renders < 2; i++) {
+        usleep(10000);
+        pfs_engine_counters(e, &c);
+    }
+    CHECKF(c.readahead_renders == 2, "readahead rendered %llu frames, expected 1006 and 1007",
+           (unsigned long long)c.readahead_renders);
+    struct pfs_frame *next = frame(e, dailies_a, "A001/A001C003.1007.exr");
+    uint64_t renders_before = c.renders;
+    CHECK(read_range(e, next, 0, 100, &d, &l) == 0);
+    free(d);
+    pfs_engine_counters(e, &c);
+    CHECKF(c.renders == renders_before, "frame 1007 was rendered again (%llu renders)",
+           (unsigned long long)(c.renders - renders_before));
+    CHECK(c.memory_hits >= 1);
+    pfs_frame_release(next);
+    pfs_frame_release(f);
+    pfs_engine_close(e);
+    pfs_ruleset_unref(rules);
+}
+
 static void test_frame_table_limit(void)
 {
     struct pfs_ruleset *rules = load_rules(dailies_a);
@@ -367,6 +410,7 @@ int main(void)
     RUN(test_single_flight);
     RUN(test_keys_across_machines);
     RUN(test_determinism);
+    RUN(test_readahead);
     RUN(test_frame_table_limit);
     RUN(test_opencl_matches_reference);
 
