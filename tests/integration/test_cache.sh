@@ -48,6 +48,12 @@ sleep 5
     fail "a live mount's hit is not visible: $hits_before -> $(cache_stat hits)"
 unmount_fs
 
+# The budget belongs to the store: commands without --cache-size keep it.
+budget=$(cache_stat budget)
+[ "$budget" = $((2 * 1024 * 1024 * 1024)) ] || fail "the mount's --cache-size 2G gave budget $budget"
+"$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$CACHE" 2>/dev/null || fail "prewarm failed"
+[ "$(cache_stat budget)" = "$budget" ] || fail "a prewarm without --cache-size changed the budget"
+
 # clear empties the store; a damaged store is named, and clear removes it.
 "$PLATEFS" cache clear --cache "$CACHE" | grep -q cleared || fail "cache clear failed"
 [ "$(cache_stat entries)" = 0 ] || fail "cache clear left entries"
