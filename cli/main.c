@@ -20,6 +20,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
+
+#include <libavutil/log.h>
 
 #include "cache/cache.h"
 #include "cl/cl.h"
@@ -446,22 +449,36 @@ static int cmd_mount(struct parsed *p)
     return rc ? 1 : 0;
 }
 
+/* FFmpeg's own complaints (a decoder meeting a damaged packet) carry no
+ * clip name; platefs logs its own line naming the clip and frame, so
+ * FFmpeg's go to the debug level of the same log, never to a bare stderr. */
+static void ffmpeg_log(void *avcl, int level, const char *fmt, va_list vl)
+{
+    if (level > AV_LOG_WARNING || !pfs_log_enabled(PFS_LOG_DEBUG))
+        return;
+    char line[1024];
+    int prefix = 1;
+    av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &prefix);
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    if (n)
+        pfs_log(PFS_LOG_DEBUG, "ffmpeg: %s", line);
+}
+
 /* ---- render, prewarm ----------------------------------------------------- */
 
 static int open_frame(struct stack *s, const char *dailies, const char *relpath,
                       struct pfs_frame **f)
 {
-    char *path = NULL;
-    if (asprintf(&path, "%s/%s", dailies, relpath) < 0)
-        return 1;
     struct stat st;
-    int rc = lstat(path, &st);
+    enum pfs_entry kind;
+    int rc = pfs_engine_lookup(s->engine, relpath, &kind, &st);
     if (rc != 0 || !S_ISREG(st.st_mode)) {
-        fprintf(stderr, "platefs: %s: %s\n", path, rc ? strerror(errno) : "not a file");
-        free(path);
+        fprintf(stderr, "platefs: %s/%s: %s\n", dailies, relpath,
+                rc ? strerror(rc) : "not a file");
         return 1;
     }
-    free(path);
     pfs_error err;
     pfs_error_clear(&err);
     pfs_engine_frame_open(s->engine, relpath, &st, f, &err);
@@ -541,10 +558,13 @@ struct prewarm {
     pthread_mutex_t lock;
 };
 
-static void prewarm_add(struct prewarm *w, const char *relpath)
+/* shard_key decides the shard: the path itself, or for a clip's frames
+ * the clip and a run of frames, so that a shard decodes runs of a clip
+ * rather than seeking all over it. */
+static void prewarm_add_keyed(struct prewarm *w, const char *relpath, const char *shard_key)
 {
     if (w->p->shard_count > 1 &&
-        XXH3_64bits(relpath, strlen(relpath)) % w->p->shard_count != w->p->shard_index)
+        XXH3_64bits(shard_key, strlen(shard_key)) % w->p->shard_count != w->p->shard_index)
         return;
     if (w->npaths == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 256;
@@ -557,6 +577,46 @@ static void prewarm_add(struct prewarm *w, const char *relpath)
     char *copy = strdup(relpath);
     if (copy)
         w->paths[w->npaths++] = copy;
+}
+
+#define PREWARM_CLIP_RUN 100
+
+struct clip_frames {
+    struct prewarm *w;
+    const char *clip;
+    long index;
+};
+
+static void prewarm_add_clip_frame(void *ud, const char *name)
+{
+    struct clip_frames *cf = ud;
+    char *rel = NULL, *key = NULL;
+    if (asprintf(&rel, "%s%s/%s", cf->clip, PFS_CLIP_DIR_SUFFIX, name) >= 0 &&
+        asprintf(&key, "%s#%ld", cf->clip, cf->index / PREWARM_CLIP_RUN) >= 0)
+        prewarm_add_keyed(cf->w, rel, key);
+    cf->index++;
+    free(rel);
+    free(key);
+}
+
+/* A file to prewarm: a clip stands for all its frames. */
+static void prewarm_add(struct prewarm *w, const char *relpath)
+{
+    const char *base = strrchr(relpath, '/');
+    enum pfs_entry kind;
+    struct stat st;
+    if (!pfs_engine_is_clip(base ? base + 1 : relpath) ||
+        pfs_engine_lookup(w->s->engine, relpath, &kind, &st) != 0 || !S_ISREG(st.st_mode)) {
+        prewarm_add_keyed(w, relpath, relpath);
+        return;
+    }
+    struct clip_frames cf = {.w = w, .clip = relpath};
+    pfs_error err;
+    pfs_error_clear(&err);
+    if (pfs_engine_clip_list(w->s->engine, relpath, &st, prewarm_add_clip_frame, &cf, &err)) {
+        fprintf(stderr, "platefs: %s\n", err.msg);
+        w->failed++;
+    }
 }
 
 static void prewarm_walk(struct prewarm *w, const char *rel)
@@ -586,16 +646,13 @@ static void prewarm_walk(struct prewarm *w, const char *rel)
 
 static void prewarm_one(struct prewarm *w, const char *relpath)
 {
-    char *path = NULL;
-    if (asprintf(&path, "%s/%s", w->dailies, relpath) < 0)
-        return;
     struct stat st;
+    enum pfs_entry kind;
     struct pfs_frame *f = NULL;
     pfs_error err;
     pfs_error_clear(&err);
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+    if (pfs_engine_lookup(w->s->engine, relpath, &kind, &st) == 0 && S_ISREG(st.st_mode))
         pfs_engine_frame_open(w->s->engine, relpath, &st, &f, &err);
-    free(path);
     if (!f)
         return; /* not a frame: nothing to render */
     bool rendered = false;
@@ -827,6 +884,7 @@ int main(int argc, char **argv)
         return 2;
     }
     pfs_log_setup((enum pfs_log_level)p.log_level, p.use_syslog);
+    av_log_set_callback(ffmpeg_log);
     if (strcmp(cmd, "mount") == 0)
         return cmd_mount(&p);
     if (strcmp(cmd, "check") == 0)

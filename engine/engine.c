@@ -15,6 +15,8 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -25,7 +27,12 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <libavutil/frame.h>
+#include <libavutil/pixfmt.h>
+
 #include "cl/cl.h"
+#include "engine/colour.h"
+#include "engine/engine_clips.h"
 #include "engine/exr.h"
 #include "engine/op.h"
 #include "rules/rules.h"
@@ -38,7 +45,7 @@
 #define PFS_MODEL_VERSION "none"
 
 #define FRAME_TABLE_BUCKETS 4096
-#define MAX_ATTRS 9
+#define MAX_ATTRS 16
 #define MAX_HELD_JOBS 256
 
 struct pfs_frame {
@@ -50,10 +57,13 @@ struct pfs_frame {
     long src_mtime_ns;
     uint64_t rules_gen;
     struct pfs_ruleset *rules; /* keeps shot and ops alive */
-    const struct pfs_shot *shot;
-    int frame_no;
-    struct pfs_frame_ops *ops;
+    const struct pfs_shot *shot; /* NULL for a clip frame no rule corrects */
+    int64_t frame_no;
+    struct pfs_frame_ops *ops;   /* NULL: no ops */
     struct pfs_exr_source *src; /* NULL when the header could not be read */
+    struct clip *clip;          /* a clip frame: its clip, frame and colour */
+    int64_t clip_index;
+    struct pfs_colour colour;
     struct pfs_exr_attr attrs[MAX_ATTRS]; /* names static, values owned */
     int nattrs;
     uint64_t size;
@@ -98,6 +108,8 @@ struct pfs_engine {
     char *dailies_root;
     struct pfs_cache *cache;
     struct pfs_cl *cl;
+    struct clip_table *clips;
+    struct pfs_clip_decoders *decoders;
     int nthreads;
     int readahead;
     uint64_t memory_budget;
@@ -156,6 +168,7 @@ static void frame_free(struct pfs_frame *f)
         free((char *)f->attrs[i].value);
     pfs_exr_source_free(f->src);
     pfs_frame_ops_free(f->ops);
+    clip_release(f->clip);
     pfs_ruleset_unref(f->rules);
     free(f->error_msg);
     free(f->path);
@@ -210,9 +223,14 @@ static void frame_compute_key(struct pfs_frame *f)
     memcpy(f->key.b, canon.digest, sizeof f->key.b);
 }
 
-static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
-                                     const struct stat *st, struct pfs_ruleset *rules,
-                                     uint64_t gen, const struct pfs_shot *shot, int frame_no)
+static int frame_nops(const struct pfs_frame *f)
+{
+    return f->ops ? f->ops->nops : 0;
+}
+
+static struct pfs_frame *frame_new(struct pfs_engine *e, const char *relpath,
+                                   const struct stat *st, struct pfs_ruleset *rules,
+                                   uint64_t gen)
 {
     struct pfs_frame *f = calloc(1, sizeof *f);
     if (!f)
@@ -225,9 +243,46 @@ static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
     f->src_mtime_ns = st->st_mtim.tv_nsec;
     f->rules_gen = gen;
     f->rules = pfs_ruleset_ref(rules);
+    return f;
+}
+
+/* The provenance every corrected frame carries about its shot. */
+static void frame_add_shot_attrs(struct pfs_frame *f)
+{
+    frame_add_attr(f, "platefs/shot", xstrdup(pfs_shot_name(f->shot)));
+    frame_add_attr(f, "platefs/ruleFile", xstrdup(pfs_shot_file(f->shot)));
+    frame_add_attr(f, "platefs/ruleHash", xstrdup(pfs_shot_hash(f->shot)));
+    frame_add_attr(f, "platefs/ops", xstrdup(f->ops->canonical));
+    frame_add_attr(f, "platefs/opsHash", xstrdup(f->ops->hash));
+}
+
+/* Output size, or the frame's error: a frame whose source cannot be read is
+ * still a frame (listing must not fail because one file is bad); its size
+ * is the source's and reads answer EIO. Then the key. */
+static struct pfs_frame *frame_finish(struct pfs_frame *f, int rc, pfs_error *err,
+                                      const struct stat *st)
+{
+    if (rc == 0)
+        rc = pfs_exr_output_size(f->src, f->attrs, f->nattrs, &f->size, err);
+    if (rc != 0) {
+        f->error = rc;
+        f->error_msg = xstrdup(err->msg);
+        f->size = (uint64_t)st->st_size;
+        pfs_exr_source_free(f->src);
+        f->src = NULL;
+        pfs_log(PFS_LOG_ERROR, "%s", err->msg);
+    }
+    frame_compute_key(f);
+    return f;
+}
+
+static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
+                                     const struct stat *st, struct pfs_ruleset *rules,
+                                     uint64_t gen, const struct pfs_shot *shot, int frame_no)
+{
+    struct pfs_frame *f = frame_new(e, relpath, st, rules, gen);
     f->shot = shot;
     f->frame_no = frame_no;
-
     pfs_error err;
     pfs_error_clear(&err);
     int rc = pfs_shot_resolve(shot, frame_no, &f->ops, &err);
@@ -237,26 +292,131 @@ static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
         frame_add_attr(f, "platefs/version", xstrdup(PFS_VERSION));
         frame_add_attr(f, "platefs/source", xstrdup(relpath));
         frame_add_attr(f, "platefs/frame", xasprintf("%d", frame_no));
-        frame_add_attr(f, "platefs/shot", xstrdup(pfs_shot_name(shot)));
-        frame_add_attr(f, "platefs/ruleFile", xstrdup(pfs_shot_file(shot)));
-        frame_add_attr(f, "platefs/ruleHash", xstrdup(pfs_shot_hash(shot)));
-        frame_add_attr(f, "platefs/ops", xstrdup(f->ops->canonical));
-        frame_add_attr(f, "platefs/opsHash", xstrdup(f->ops->hash));
+        frame_add_shot_attrs(f);
         frame_add_attr(f, "platefs/model", xstrdup(PFS_MODEL_VERSION));
-        rc = pfs_exr_output_size(f->src, f->attrs, f->nattrs, &f->size, &err);
     }
-    if (rc != 0) {
-        /* Still a frame: listing must not fail because one file is bad. Its
-         * size is the source's and reads answer EIO. */
-        f->error = rc;
-        f->error_msg = xstrdup(err.msg);
-        f->size = (uint64_t)st->st_size;
-        pfs_exr_source_free(f->src);
-        f->src = NULL;
-        pfs_log(PFS_LOG_ERROR, "%s", err.msg);
+    return frame_finish(f, rc, &err, st);
+}
+
+/* The colour the clip is converted with: the rule's overrides over what
+ * the stream declares. A declared characteristic we cannot convert is no
+ * error when the rule names it. */
+static int clip_colour(const struct pfs_clip_info *in, const struct pfs_clip_source *src,
+                       struct pfs_colour *out, pfs_error *err)
+{
+    int rc = pfs_colour_from_stream(src->matrix >= 0 ? AVCOL_SPC_UNSPECIFIED : in->matrix,
+                                    src->range >= 0 ? AVCOL_RANGE_UNSPECIFIED : in->range,
+                                    src->primaries >= 0 ? AVCOL_PRI_UNSPECIFIED : in->primaries,
+                                    src->transfer >= 0 ? AVCOL_TRC_UNSPECIFIED : in->transfer,
+                                    in->pix_fmt, in->width, out, err);
+    if (rc)
+        return rc;
+    if (src->matrix >= 0)
+        out->matrix = (enum pfs_matrix)src->matrix;
+    if (src->range >= 0)
+        out->range = (enum pfs_range)src->range;
+    if (src->transfer >= 0)
+        out->transfer = (enum pfs_transfer)src->transfer;
+    if (src->primaries >= 0)
+        out->primaries = (enum pfs_primaries)src->primaries;
+    return 0;
+}
+
+/* Frame `name` of clip c, or NULL when the clip has no frame of that name. */
+static struct pfs_frame *clip_frame_build(struct pfs_engine *e, const char *relpath,
+                                          struct clip *c, const char *name,
+                                          const struct stat *st, struct pfs_ruleset *rules,
+                                          uint64_t gen)
+{
+    const struct pfs_shot *shot = rules ? pfs_rules_match_clip(rules, c->relpath) : NULL;
+    const struct pfs_clip_source *src = shot ? pfs_shot_source(shot)
+                                             : pfs_clip_source_default();
+    int64_t index, frame_no;
+    if (!c->idx) {
+        /* An unreadable clip lists nothing, but a frame opened by name
+         * must still say why it fails. */
+        struct pfs_frame *f = frame_new(e, relpath, st, rules, gen);
+        pfs_error err;
+        pfs_error_set(&err, EIO, "%s", c->error_msg);
+        return frame_finish(f, EIO, &err, st);
     }
-    frame_compute_key(f);
-    return f;
+    if (!clip_frame_of(c, src, name, &index, &frame_no))
+        return NULL;
+
+    struct pfs_frame *f = frame_new(e, relpath, st, rules, gen);
+    atomic_fetch_add(&c->refs, 1);
+    f->clip = c;
+    f->clip_index = index;
+    f->frame_no = frame_no;
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = 0;
+    if (shot && pfs_shot_has_frame(shot, (int)frame_no)) {
+        f->shot = shot;
+        rc = pfs_shot_resolve(shot, (int)frame_no, &f->ops, &err);
+    }
+    const struct pfs_clip_info *in = pfs_clip_index_info(c->idx);
+    if (rc == 0) {
+        rc = clip_colour(in, src, &f->colour, &err);
+        if (rc)
+            pfs_error_prefix(&err, "%s", c->relpath);
+    }
+    if (rc == 0) {
+        struct pfs_exr_video_header h = {
+            .width = in->width,
+            .height = in->height,
+            .pixel_aspect = (float)in->sar_num / (float)in->sar_den,
+            .fps_num = in->rate_num,
+            .fps_den = in->rate_den,
+        };
+        pfs_primaries_chromaticities(f->colour.primaries, h.chromaticities);
+        char tc_text[16];
+        if (c->has_timecode) {
+            pfs_timecode_at(&c->tc, index, tc_text, &h.time_and_flags);
+            h.has_timecode = 1;
+        }
+        rc = pfs_exr_source_new(f->path, &h, &f->src, &err);
+    }
+    if (rc == 0) {
+        double seconds = (double)pfs_clip_frame_pts(c->idx, index) * in->tb_num / in->tb_den;
+        frame_add_attr(f, "platefs/version", xstrdup(PFS_VERSION));
+        frame_add_attr(f, "platefs/source", xstrdup(c->relpath));
+        frame_add_attr(f, "platefs/frame", xasprintf("%" PRId64, frame_no));
+        frame_add_attr(f, "platefs/sourceFrame", xasprintf("%" PRId64, index));
+        frame_add_attr(f, "platefs/sourceTime", xasprintf("%.6f", seconds));
+        frame_add_attr(f, "platefs/colour",
+                       xasprintf("matrix=%s range=%s transfer=%s primaries=%s",
+                                 pfs_matrix_name(f->colour.matrix),
+                                 pfs_range_name(f->colour.range),
+                                 pfs_transfer_name(f->colour.transfer),
+                                 pfs_primaries_name(f->colour.primaries)));
+        if (f->shot)
+            frame_add_shot_attrs(f);
+        frame_add_attr(f, "platefs/model", xstrdup(PFS_MODEL_VERSION));
+    }
+    return frame_finish(f, rc, &err, st);
+}
+
+/* Splits "dir/<clip>.frames/name" into the clip's relpath and the name,
+ * when the clip's name is one of a clip. */
+static bool clip_frame_path(const char *relpath, char *clip_rel, size_t size,
+                            const char **name)
+{
+    const char *slash = strrchr(relpath, '/');
+    size_t slen = strlen(PFS_CLIP_DIR_SUFFIX);
+    if (!slash || (size_t)(slash - relpath) <= slen ||
+        strncmp(slash - slen, PFS_CLIP_DIR_SUFFIX, slen) != 0)
+        return false;
+    size_t clen = (size_t)(slash - relpath) - slen;
+    if (clen >= size)
+        return false;
+    memcpy(clip_rel, relpath, clen);
+    clip_rel[clen] = '\0';
+    const char *base = strrchr(clip_rel, '/');
+    if (!pfs_clip_name(base ? base + 1 : clip_rel))
+        return false;
+    *name = slash + 1;
+    return true;
 }
 
 static unsigned frame_bucket(const char *relpath)
@@ -296,6 +456,14 @@ static struct pfs_frame *table_sweep(struct pfs_engine *e)
     return dropped;
 }
 
+static bool source_exists(const struct pfs_engine *e, const char *relpath)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/%s", e->dailies_root, relpath);
+    return n > 0 && (size_t)n < sizeof path && lstat(path, &st) == 0;
+}
+
 /* The frame for relpath under the current rules, building it if the table
  * has none or only a stale one. *out is NULL when relpath is no frame. */
 static void frame_get(struct pfs_engine *e, const char *relpath, const struct stat *st,
@@ -317,14 +485,23 @@ static void frame_get(struct pfs_engine *e, const char *relpath, const struct st
     }
     pthread_mutex_unlock(&e->lock);
 
-    int frame_no = 0;
-    const struct pfs_shot *shot = rules ? pfs_rules_match(rules, relpath, &frame_no) : NULL;
-    if (!shot) {
-        pfs_ruleset_unref(rules);
-        return;
+    struct pfs_frame *built = NULL;
+    char clip_rel[PATH_MAX];
+    const char *name;
+    if (clip_frame_path(relpath, clip_rel, sizeof clip_rel, &name) &&
+        !source_exists(e, relpath)) {
+        struct clip *c = clip_table_get(e->clips, clip_rel, st);
+        built = clip_frame_build(e, relpath, c, name, st, rules, gen);
+        clip_release(c);
+    } else {
+        int frame_no = 0;
+        const struct pfs_shot *shot = rules ? pfs_rules_match(rules, relpath, &frame_no) : NULL;
+        if (shot)
+            built = frame_build(e, relpath, st, rules, gen, shot, frame_no);
     }
-    struct pfs_frame *built = frame_build(e, relpath, st, rules, gen, shot, frame_no);
     pfs_ruleset_unref(rules);
+    if (!built)
+        return;
 
     /* Publish unless another thread raced us to it; then use theirs. */
     pthread_mutex_lock(&e->lock);
@@ -355,6 +532,73 @@ static void frame_get(struct pfs_engine *e, const char *relpath, const struct st
         pfs_frame_release(forgotten);
         forgotten = next;
     }
+}
+
+bool pfs_engine_is_clip(const char *name)
+{
+    return pfs_clip_name(name);
+}
+
+int pfs_engine_lookup(struct pfs_engine *e, const char *relpath, enum pfs_entry *kind,
+                      struct stat *st)
+{
+    char path[PATH_MAX];
+    int n = relpath[0] ? snprintf(path, sizeof path, "%s/%s", e->dailies_root, relpath)
+                       : snprintf(path, sizeof path, "%s", e->dailies_root);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return ENAMETOOLONG;
+    if (lstat(path, st) == 0) {
+        *kind = PFS_ENTRY_SOURCE;
+        return 0;
+    }
+    if (errno != ENOENT)
+        return errno;
+
+    /* "<clip>.frames" itself, or a name inside it. */
+    size_t slen = strlen(PFS_CLIP_DIR_SUFFIX), len = strlen(path);
+    char clip[PATH_MAX];
+    const char *name;
+    if (len > slen && strcmp(path + len - slen, PFS_CLIP_DIR_SUFFIX) == 0) {
+        memcpy(clip, path, len - slen);
+        clip[len - slen] = '\0';
+        *kind = PFS_ENTRY_CLIP_DIR;
+    } else if (clip_frame_path(path, clip, sizeof clip, &name)) {
+        *kind = PFS_ENTRY_CLIP_FRAME;
+    } else {
+        return ENOENT;
+    }
+    const char *base = strrchr(clip, '/');
+    if (!pfs_clip_name(base ? base + 1 : clip) || lstat(clip, st) != 0 ||
+        !S_ISREG(st->st_mode))
+        return ENOENT;
+    return 0;
+}
+
+int pfs_engine_clip_list(struct pfs_engine *e, const char *clip_relpath,
+                         const struct stat *st, void (*fn)(void *ud, const char *name),
+                         void *ud, pfs_error *err)
+{
+    pthread_mutex_lock(&e->lock);
+    struct pfs_ruleset *rules = e->rules ? pfs_ruleset_ref(e->rules) : NULL;
+    pthread_mutex_unlock(&e->lock);
+    struct clip *c = clip_table_get(e->clips, clip_relpath, st);
+    int rc = 0;
+    if (!c->idx) {
+        rc = pfs_error_set(err, EIO, "%s", c->error_msg);
+    } else {
+        const struct pfs_shot *shot = rules ? pfs_rules_match_clip(rules, clip_relpath) : NULL;
+        const struct pfs_clip_source *src = shot ? pfs_shot_source(shot)
+                                                 : pfs_clip_source_default();
+        int64_t n = pfs_clip_index_info(c->idx)->nframes;
+        char name[PATH_MAX];
+        for (int64_t i = 0; i < n; i++) {
+            clip_frame_name(c, src, i, name, sizeof name);
+            fn(ud, name);
+        }
+    }
+    clip_release(c);
+    pfs_ruleset_unref(rules);
+    return rc;
 }
 
 int pfs_engine_stat(struct pfs_engine *e, const char *relpath, const struct stat *st,
@@ -395,10 +639,10 @@ static int run_ops_cpu(const struct pfs_frame *f, void *const *uniforms,
     if (rc)
         return pfs_error_set(err, rc, "%s: no memory for a %dx%d frame", f->relpath,
                              img->width, img->height);
-    for (int i = 0; i < f->ops->nops && rc == 0; i++) {
+    for (int i = 0; i < frame_nops(f) && rc == 0; i++) {
         const struct pfs_op_desc *d = f->ops->ops[i].desc;
         const struct pfs_image *src[1] = {img};
-        struct pfs_op_io io = {.frame = f->frame_no, .src = src, .nsrc = 1, .dst = &tmp};
+        struct pfs_op_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = &tmp};
         rc = d->run_cpu(uniforms[i], &io, err);
         if (rc == 0) {
             struct pfs_image swap = *img;
@@ -422,10 +666,10 @@ static int run_ops_cl(struct pfs_engine *e, const struct pfs_frame *f, void *con
     if (rc == 0)
         rc = pfs_cl_upload(e->cl, img, &a, err);
     struct pfs_cl_image *cur = &a, *next = &b;
-    for (int i = 0; i < f->ops->nops && rc == 0; i++) {
+    for (int i = 0; i < frame_nops(f) && rc == 0; i++) {
         const struct pfs_op_desc *d = f->ops->ops[i].desc;
         const struct pfs_cl_image *src[1] = {cur};
-        struct pfs_op_cl_io io = {.frame = f->frame_no, .src = src, .nsrc = 1, .dst = next};
+        struct pfs_op_cl_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = next};
         rc = d->run_cl(e->cl, uniforms[i], &io, err);
         struct pfs_cl_image *swap = cur;
         cur = next;
@@ -435,6 +679,20 @@ static int run_ops_cl(struct pfs_engine *e, const struct pfs_frame *f, void *con
         rc = pfs_cl_download(e->cl, cur, img, err);
     pfs_cl_image_release(&a);
     pfs_cl_image_release(&b);
+    return rc;
+}
+
+/* The source's pixels as scene-linear float RGBA. */
+static int frame_decode(struct pfs_engine *e, const struct pfs_frame *f, struct pfs_image *img,
+                        pfs_error *err)
+{
+    if (!f->clip)
+        return pfs_exr_decode(f->src, img, err);
+    struct AVFrame *pic = NULL;
+    int rc = pfs_clip_decode(e->decoders, f->clip->idx, f->clip_index, &pic, err);
+    if (rc == 0)
+        rc = pfs_colour_to_linear(pic, &f->colour, img, err);
+    av_frame_free(&pic);
     return rc;
 }
 
@@ -448,12 +706,12 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
 
     double t0 = now_ms();
     struct pfs_image img = {0};
-    int rc = pfs_exr_decode(f->src, &img, err);
+    int rc = frame_decode(e, f, &img, err);
     if (rc)
         return rc == ENOMEM ? rc : EIO;
     double t1 = now_ms();
 
-    int nops = f->ops->nops;
+    int nops = frame_nops(f);
     void **uniforms = calloc((size_t)nops + 1, sizeof *uniforms);
     if (!uniforms)
         rc = ENOMEM;
@@ -470,7 +728,7 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
         else
             rc = op->desc->prepare(op->vals, &img, uniforms[i], err);
     }
-    if (rc == 0) {
+    if (rc == 0 && nops > 0) {
         if (e->cl) {
             pfs_cl_lock(e->cl);
             rc = run_ops_cl(e, f, uniforms, &img, err);
@@ -673,12 +931,12 @@ static void schedule_readahead(struct pfs_engine *e, const struct pfs_frame *f)
         char *rel = sibling_relpath(f->relpath, k);
         if (!rel)
             return;
-        char *abs = xasprintf("%s/%s", e->dailies_root, rel);
         struct stat st;
+        enum pfs_entry kind;
         struct pfs_frame *next = NULL;
-        if (lstat(abs, &st) == 0 && S_ISREG(st.st_mode))
+        if (pfs_engine_lookup(e, rel, &kind, &st) == 0 &&
+            (kind == PFS_ENTRY_CLIP_FRAME || S_ISREG(st.st_mode)))
             frame_get(e, rel, &st, &next);
-        free(abs);
         free(rel);
         if (!next)
             return;
@@ -962,16 +1220,22 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     e->table_limit = opts->frame_table_limit > 0 ? opts->frame_table_limit : 100000;
     e->rules = rules ? pfs_ruleset_ref(rules) : NULL;
     e->rules_gen = 1;
+    e->clips = clip_table_new(e->dailies_root, e->cache);
+
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->flusher_wake, NULL);
-    e->threads = calloc((size_t)e->nthreads, sizeof *e->threads);
+    int rc = pfs_clip_decoders_new(opts->clip_decoders > 0 ? opts->clip_decoders
+                                                            : 2 * e->nthreads,
+                                   &e->decoders, err);
+    e->threads = rc ? NULL : calloc((size_t)e->nthreads, sizeof *e->threads);
     if (!e->threads) {
+        e->nthreads = 0;
         pfs_engine_close(e);
-        return pfs_error_set(err, ENOMEM, "engine: out of memory");
+        return rc ? rc : pfs_error_set(err, ENOMEM, "engine: out of memory");
     }
     for (int i = 0; i < e->nthreads; i++) {
-        int rc = pthread_create(&e->threads[i], NULL, render_thread, e);
+        rc = pthread_create(&e->threads[i], NULL, render_thread, e);
         if (rc) {
             e->nthreads = i;
             pfs_engine_close(e);
@@ -1026,6 +1290,17 @@ void pfs_engine_close(struct pfs_engine *e)
             f = next;
         }
     }
+    if (e->decoders) {
+        struct pfs_clip_decoder_stats ds;
+        pfs_clip_decoder_stats(e->decoders, &ds);
+        if (ds.decodes)
+            pfs_log(PFS_LOG_INFO,
+                    "clip decoders: %" PRIu64 " frames, %" PRIu64 " seeks, %" PRIu64
+                    " opened, %" PRIu64 " pictures decoded",
+                    ds.decodes, ds.seeks, ds.opens, ds.pictures);
+    }
+    pfs_clip_decoders_free(e->decoders);
+    clip_table_free(e->clips);
     pfs_ruleset_unref(e->rules);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);

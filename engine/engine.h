@@ -22,6 +22,17 @@
  * With a cache, the engine writes the cache's access times and counters
  * every two seconds, so `platefs cache stats` sees a live mount's hits.
  *
+ * Camera clips (MOV, MP4, MXF, MKV, ...; engine/clip.h) appear twice: as
+ * themselves, passed through, and as a directory "<clip>.frames" beside
+ * them holding one EXR per frame, "<stem>.<frame>.exr" where stem is the
+ * clip's name without its extension and frame is numbered as the owning
+ * rule's `source:` says (1001 for the first frame by default), padded to at
+ * least four digits. Clip frames are frames like any other: decoded with
+ * FFmpeg, converted to scene-linear (engine/colour.h), corrected by the
+ * rule's ops where its `frames:` range allows, cached. A clip's packet index
+ * is built the first time its directory is listed or a frame looked up, and
+ * kept in the cache store, so later listings open no media.
+ *
  * Cache key: XXH3-128 of the engine's output version, the source's path
  * relative to the dailies root, its size and mtime (seconds), and every
  * provenance attribute (which carry the shot, the rule file and its hash,
@@ -51,6 +62,18 @@ struct pfs_engine_opts {
     int readahead;             /* frames rendered ahead of a demanded one; <0: default 2 */
     uint64_t memory_budget;    /* bytes of finished frames kept in memory; 0: 512 MiB */
     int frame_table_limit;     /* frame descriptions remembered; 0: 100,000 */
+    int clip_decoders;         /* video decoders kept open; 0: 2 per render thread */
+};
+
+/* The clip frames directory next to a clip: clip name + this suffix. A real
+ * file or folder of that name in the dailies hides it. */
+#define PFS_CLIP_DIR_SUFFIX ".frames"
+
+enum pfs_entry {
+    PFS_ENTRY_SOURCE,     /* a file or folder of the dailies */
+    PFS_ENTRY_CLIP_DIR,   /* "<clip>.frames" */
+    PFS_ENTRY_CLIP_FRAME, /* a name inside "<clip>.frames"; whether that frame
+                           * exists, pfs_engine_stat says */
 };
 
 /* rules may be NULL (everything passes through); the engine takes a ref. */
@@ -64,7 +87,27 @@ void pfs_engine_close(struct pfs_engine *e);
 void pfs_engine_set_rules(struct pfs_engine *e, struct pfs_ruleset *rules);
 
 /*
- * What the mirror shows at relpath, whose source lstat is *st. Returns 0 and
+ * What backs relpath in the mirror: *kind and *st, the lstat of the source
+ * file or folder, or for a clip's directory and its frames the lstat of the
+ * clip. ENOENT (or lstat's error) when nothing does. Only lstat is called.
+ */
+int pfs_engine_lookup(struct pfs_engine *e, const char *relpath, enum pfs_entry *kind,
+                      struct stat *st);
+
+/* Whether a dailies file of this name is a camera clip (by name only). */
+bool pfs_engine_is_clip(const char *name);
+
+/* Calls fn with the name of every frame of the clip at clip_relpath (whose
+ * lstat is *st), in order. Builds the clip's index if neither memory nor
+ * the cache store has it. EIO, naming the clip and why, for a clip FFmpeg
+ * cannot read. */
+int pfs_engine_clip_list(struct pfs_engine *e, const char *clip_relpath,
+                         const struct stat *st, void (*fn)(void *ud, const char *name),
+                         void *ud, pfs_error *err);
+
+/*
+ * What the mirror shows at relpath, whose source lstat is *st (for a clip
+ * frame: the clip's, as pfs_engine_lookup gives it). Returns 0 and
  * sets *is_frame; for a frame also sets *size to the exact byte count a read
  * returns. A frame whose source header cannot be read is still a frame (its
  * size is the source's, reads fail with EIO, the problem is logged once).

@@ -47,6 +47,7 @@ struct pfs_exr_source {
     uint8_t *header;            /* rewritten source header, see header_rewrite */
     size_t header_len;
     int via_rgba;               /* pixels need pfs_exr_decode_rgba (DWA on 3.1) */
+    int synthetic;              /* made by pfs_exr_source_new: no file to decode */
 };
 
 /* Per-call state handed to OpenEXRCore as user data: the source file or the
@@ -501,6 +502,98 @@ int pfs_exr_probe(const char *path, struct pfs_exr_source **out, pfs_error *err)
     return 0;
 }
 
+/*
+ * A video frame's header is written by OpenEXRCore itself into memory: for a
+ * single-part scanline file, exr_write_header() emits exactly what
+ * header_rewrite() keeps of a probed file (magic, version, attributes, the
+ * terminating NUL), so the encoder cannot tell the two kinds apart.
+ */
+int pfs_exr_source_new(const char *name, const struct pfs_exr_video_header *h,
+                       struct pfs_exr_source **out, pfs_error *err)
+{
+    *out = NULL;
+    if (h->width < 1 || h->height < 1)
+        return pfs_error_set(err, EINVAL, "%s: picture of %d x %d pixels", name, h->width,
+                             h->height);
+    struct pfs_exr_source *src = calloc(1, sizeof *src);
+    if (!src || !(src->path = strdup(name))) {
+        free(src);
+        return pfs_error_set(err, ENOMEM, "%s: out of memory", name);
+    }
+    src->synthetic = 1;
+    src->layout.data = (struct pfs_rect){0, 0, h->width - 1, h->height - 1};
+    src->layout.display = src->layout.data;
+    src->layout.out_type = PFS_EXR_HALF;
+
+    struct exr_io io;
+    io_init(&io, src->path);
+    io.out_cap = 1024;
+    io.out = malloc(io.out_cap);
+    exr_context_initializer_t init = io_initializer(&io);
+    exr_context_t ctx = NULL;
+    const char *step = "start";
+    exr_result_t rv = io.out ? exr_start_write(&ctx, "platefs-video.exr",
+                                               EXR_WRITE_FILE_DIRECTLY, &init)
+                             : EXR_ERR_OUT_OF_MEMORY;
+    int part = 0;
+    if (rv == EXR_ERR_SUCCESS) {
+        step = "add part";
+        rv = exr_add_part(ctx, NULL, EXR_STORAGE_SCANLINE, &part);
+    }
+    if (rv == EXR_ERR_SUCCESS) {
+        step = "required attributes";
+        exr_attr_box2i_t win;
+        win.min.x = 0;
+        win.min.y = 0;
+        win.max.x = h->width - 1;
+        win.max.y = h->height - 1;
+        exr_attr_v2f_t swc = {{{0.f, 0.f}}};
+        rv = exr_initialize_required_attr(ctx, part, &win, &win, h->pixel_aspect, &swc, 1.f,
+                                          EXR_LINEORDER_INCREASING_Y, EXR_COMPRESSION_NONE);
+    }
+    for (int c = 0; c < CH_A && rv == EXR_ERR_SUCCESS; c++) {
+        step = "channels";
+        rv = exr_add_channel(ctx, part, channel_names[c], EXR_PIXEL_HALF,
+                             EXR_PERCEPTUALLY_LOGARITHMIC, 1, 1);
+    }
+    if (rv == EXR_ERR_SUCCESS) {
+        step = "chromaticities";
+        const float *c = h->chromaticities;
+        exr_attr_chromaticities_t chroma = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]};
+        rv = exr_attr_set_chromaticities(ctx, part, "chromaticities", &chroma);
+    }
+    if (rv == EXR_ERR_SUCCESS && h->has_timecode) {
+        step = "timeCode";
+        exr_attr_timecode_t tc = {.time_and_flags = h->time_and_flags, .user_data = 0};
+        rv = exr_attr_set_timecode(ctx, part, "timeCode", &tc);
+    }
+    if (rv == EXR_ERR_SUCCESS && h->fps_num > 0 && h->fps_den > 0) {
+        step = "framesPerSecond";
+        exr_attr_rational_t fps = {h->fps_num, (uint32_t)h->fps_den};
+        rv = exr_attr_set_rational(ctx, part, "framesPerSecond", &fps);
+    }
+    if (rv == EXR_ERR_SUCCESS) {
+        step = "header";
+        rv = exr_write_header(ctx);
+    }
+    if (rv != EXR_ERR_SUCCESS) {
+        int code = rv == EXR_ERR_OUT_OF_MEMORY ? ENOMEM : EINVAL;
+        pfs_error_set(err, code, "%s: cannot build the frame header (%s): %s", name, step,
+                      io_msg(&io, rv));
+        exr_finish(&ctx);
+        free(io.out);
+        pfs_exr_source_free(src);
+        return code;
+    }
+    size_t header_len = (size_t)io.extent;
+    /* No chunks follow: finishing now would only report them missing. */
+    exr_finish(&ctx);
+    src->header = io.out;
+    src->header_len = header_len;
+    *out = src;
+    return 0;
+}
+
 void pfs_exr_source_free(struct pfs_exr_source *src)
 {
     if (!src)
@@ -656,6 +749,8 @@ static int decode_chunks(exr_context_t ctxt, struct exr_io *io, const struct pfs
 int pfs_exr_decode(const struct pfs_exr_source *src, struct pfs_image *img, pfs_error *err)
 {
     memset(img, 0, sizeof *img);
+    if (src->synthetic)
+        return pfs_error_set(err, EINVAL, "%s: has no EXR pixels to decode", src->path);
     if (src->via_rgba)
         return pfs_exr_decode_rgba(src->path, &src->layout, img, err);
     struct exr_io io;

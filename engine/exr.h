@@ -52,6 +52,24 @@ int pfs_exr_probe(const char *path, struct pfs_exr_source **out, pfs_error *err)
 void pfs_exr_source_free(struct pfs_exr_source *src);
 const struct pfs_exr_layout *pfs_exr_source_layout(const struct pfs_exr_source *src);
 
+/* The header of a frame that has no EXR behind it (a decoded video
+ * picture): a full-frame data window, R, G, B in half, and these standard
+ * attributes. */
+struct pfs_exr_video_header {
+    int width, height;
+    float pixel_aspect;         /* pixelAspectRatio */
+    float chromaticities[8];    /* red, green, blue, white CIE xy */
+    int has_timecode;
+    uint32_t time_and_flags;    /* timeCode, SMPTE 12M packed as OpenEXR does */
+    int fps_num, fps_den;       /* framesPerSecond; 0/0 to leave it out */
+};
+
+/* A source made from h instead of a file; name is used in messages only.
+ * It encodes like any probed source; pfs_exr_decode refuses it (its pixels
+ * come from elsewhere). */
+int pfs_exr_source_new(const char *name, const struct pfs_exr_video_header *h,
+                       struct pfs_exr_source **out, pfs_error *err);
+
 /* Decodes the pixels into img (allocated here; free with pfs_image_free).
  * A corrupt or truncated file gives EIO naming the file and the chunk. */
 int pfs_exr_decode(const struct pfs_exr_source *src, struct pfs_image *img,

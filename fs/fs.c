@@ -62,23 +62,34 @@ static bool source_path(const struct pfs_fs *fs, const char *relpath, char *out,
     return n >= 0 && (size_t)n < size;
 }
 
-/* lstat of the source, presented as the mirror shows it. */
+/* What the mirror shows at relpath: the source's lstat with the write bits
+ * cleared, a frame's exact size, and for a clip's frames directory and
+ * frames the clip's times and owner. */
 static int mirror_stat(struct pfs_fs *fs, const char *relpath, struct stat *st)
 {
-    char path[PATH_MAX];
-    if (!source_path(fs, relpath, path, sizeof path))
-        return ENAMETOOLONG;
-    if (lstat(path, st) != 0)
-        return errno;
+    enum pfs_entry kind;
+    int rc = pfs_engine_lookup(fs->engine, relpath, &kind, st);
+    if (rc)
+        return rc;
     st->st_mode &= ~(mode_t)0222;
-    if (S_ISREG(st->st_mode) && relpath[0]) {
-        bool is_frame = false;
-        uint64_t size = 0;
-        pfs_engine_stat(fs->engine, relpath, st, &is_frame, &size);
-        if (is_frame) {
-            st->st_size = (off_t)size;
-            st->st_blocks = (blkcnt_t)((size + 511) / 512);
-        }
+    if (kind == PFS_ENTRY_CLIP_DIR) {
+        st->st_mode = S_IFDIR | (st->st_mode & 0555) | ((st->st_mode & 0444) >> 2);
+        st->st_nlink = 2;
+        st->st_size = 0;
+        st->st_blocks = 0;
+        return 0;
+    }
+    if (!S_ISREG(st->st_mode) || !relpath[0])
+        return 0;
+    bool is_frame = false;
+    uint64_t size = 0;
+    pfs_engine_stat(fs->engine, relpath, st, &is_frame, &size);
+    if (is_frame) {
+        st->st_size = (off_t)size;
+        st->st_blocks = (blkcnt_t)((size + 511) / 512);
+        st->st_nlink = 1;
+    } else if (kind == PFS_ENTRY_CLIP_FRAME) {
+        return ENOENT; /* no frame of the clip has this name */
     }
     return 0;
 }
@@ -175,16 +186,119 @@ static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_readlink(req, target);
 }
 
-struct open_dir {
-    DIR *dp;
-    off_t offset;
-    struct dirent *entry;
+/*
+ * A directory is read whole at opendir into a list of names and types, so
+ * that entries the mirror adds (a clip's "<clip>.frames" beside it, a
+ * clip's frames) and entries of the source share one offset scheme: the
+ * position in the list. Listing never stats, probes or renders; listing a
+ * clip's frames needs its index (built once, then kept in the cache store).
+ */
+struct dir_entry {
+    char *name;
+    unsigned char type; /* DT_* */
+    ino_t ino;          /* the source's, or a made-up one for added entries */
 };
+
+struct open_dir {
+    struct dir_entry *v;
+    size_t n, cap;
+    bool oom;
+};
+
+/* Readers skip entries whose inode number is 0: added entries get a
+ * number of their own, stable across listings (inode numbers in listings
+ * are only hints; lookups give the real ones). */
+static ino_t made_up_ino(const char *name)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return (ino_t)(h | 1u << 31);
+}
+
+static void dir_add(struct open_dir *d, const char *name, unsigned char type, ino_t ino)
+{
+    if (d->oom)
+        return;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 64;
+        struct dir_entry *v = realloc(d->v, cap * sizeof *v);
+        if (!v) {
+            d->oom = true;
+            return;
+        }
+        d->v = v;
+        d->cap = cap;
+    }
+    d->v[d->n].name = strdup(name);
+    d->v[d->n].type = type;
+    d->v[d->n].ino = ino ? ino : made_up_ino(name);
+    if (!d->v[d->n].name)
+        d->oom = true;
+    else
+        d->n++;
+}
+
+static void dir_free(struct open_dir *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free(d->v[i].name);
+    free(d->v);
+    free(d);
+}
+
+static void add_clip_frame(void *ud, const char *name)
+{
+    dir_add(ud, name, DT_REG, 0);
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* The source folder's entries, and beside each clip its frames directory
+ * unless the folder already has an entry of that name. */
+static int read_source_dir(const char *path, struct open_dir *d)
+{
+    DIR *dp = opendir(path);
+    if (!dp)
+        return errno;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(dp)))
+        dir_add(d, de->d_name, de->d_type, de->d_ino);
+    int rc = errno;
+    closedir(dp);
+    if (rc)
+        return rc;
+    size_t real = d->n;
+    char **names = malloc((real ? real : 1) * sizeof *names);
+    if (!names)
+        return ENOMEM;
+    for (size_t i = 0; i < real; i++)
+        names[i] = d->v[i].name;
+    qsort(names, real, sizeof *names, name_cmp);
+    for (size_t i = 0; i < real && !d->oom; i++) {
+        unsigned char t = d->v[i].type;
+        if ((t != DT_REG && t != DT_UNKNOWN) || !pfs_engine_is_clip(d->v[i].name))
+            continue;
+        char vname[NAME_MAX + 1];
+        int n = snprintf(vname, sizeof vname, "%s%s", d->v[i].name, PFS_CLIP_DIR_SUFFIX);
+        const char *key = vname;
+        if (n > 0 && (size_t)n < sizeof vname &&
+            !bsearch(&key, names, real, sizeof *names, name_cmp))
+            dir_add(d, vname, DT_DIR, 0);
+    }
+    free(names);
+    return 0;
+}
 
 static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+    struct pfs_fs *fs = fs_of(req);
     char rel[PATH_MAX], path[PATH_MAX];
-    if (!req_path(req, ino, rel) || !source_path(fs_of(req), rel, path, sizeof path)) {
+    if (!req_path(req, ino, rel) || !source_path(fs, rel, path, sizeof path)) {
         fuse_reply_err(req, ENOENT);
         return;
     }
@@ -193,10 +307,26 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    d->dp = opendir(path);
-    if (!d->dp) {
-        int rc = errno;
-        free(d);
+    enum pfs_entry kind;
+    struct stat st;
+    int rc = pfs_engine_lookup(fs->engine, rel, &kind, &st);
+    if (rc == 0 && kind == PFS_ENTRY_SOURCE) {
+        rc = read_source_dir(path, d);
+    } else if (rc == 0 && kind == PFS_ENTRY_CLIP_DIR) {
+        size_t len = strlen(rel) - strlen(PFS_CLIP_DIR_SUFFIX);
+        rel[len] = '\0';
+        dir_add(d, ".", DT_DIR, 0);
+        dir_add(d, "..", DT_DIR, 0);
+        pfs_error err;
+        pfs_error_clear(&err);
+        rc = pfs_engine_clip_list(fs->engine, rel, &st, add_clip_frame, d, &err);
+    } else if (rc == 0) {
+        rc = ENOTDIR;
+    }
+    if (rc == 0 && d->oom)
+        rc = ENOMEM;
+    if (rc) {
+        dir_free(d);
         fuse_reply_err(req, rc);
         return;
     }
@@ -205,8 +335,6 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_open(req, fi);
 }
 
-/* Listing never stats, probes or renders: names and types come straight
- * from the source directory. */
 static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
                        struct fuse_file_info *fi)
 {
@@ -216,35 +344,15 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    if (offset != d->offset) {
-        seekdir(d->dp, offset);
-        d->entry = NULL;
-        d->offset = offset;
-    }
     size_t used = 0;
-    for (;;) {
-        if (!d->entry) {
-            errno = 0;
-            d->entry = readdir(d->dp);
-            if (!d->entry) {
-                if (errno && used == 0) {
-                    int rc = errno;
-                    free(buf);
-                    fuse_reply_err(req, rc);
-                    return;
-                }
-                break;
-            }
-        }
-        struct stat st = {.st_ino = d->entry->d_ino,
-                          .st_mode = (mode_t)(DTTOIF(d->entry->d_type))};
-        off_t next = telldir(d->dp);
-        size_t n = fuse_add_direntry(req, buf + used, size - used, d->entry->d_name, &st, next);
+    for (size_t i = offset < 0 ? 0 : (size_t)offset; i < d->n; i++) {
+        struct stat st = {.st_ino = d->v[i].ino,
+                          .st_mode = (mode_t)(DTTOIF(d->v[i].type))};
+        size_t n = fuse_add_direntry(req, buf + used, size - used, d->v[i].name, &st,
+                                     (off_t)(i + 1));
         if (n > size - used)
             break;
         used += n;
-        d->entry = NULL;
-        d->offset = next;
     }
     fuse_reply_buf(req, buf, used);
     free(buf);
@@ -252,9 +360,7 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset
 
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct open_dir *d = (struct open_dir *)(uintptr_t)fi->fh;
-    closedir(d->dp);
-    free(d);
+    dir_free((struct open_dir *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -277,20 +383,31 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     of->fd = -1;
     struct stat st;
-    if (lstat(path, &st) != 0) {
-        int rc = errno;
+    enum pfs_entry kind;
+    int rc = pfs_engine_lookup(fs->engine, rel, &kind, &st);
+    if (rc) {
         free(of);
         fuse_reply_err(req, rc);
         return;
     }
     pfs_error err;
     pfs_error_clear(&err);
+    if (kind == PFS_ENTRY_CLIP_DIR) {
+        free(of);
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
     if (S_ISREG(st.st_mode))
         pfs_engine_frame_open(fs->engine, rel, &st, &of->frame, &err);
+    if (!of->frame && kind == PFS_ENTRY_CLIP_FRAME) {
+        free(of);
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
     if (!of->frame) {
         of->fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (of->fd < 0) {
-            int rc = errno;
+            rc = errno;
             free(of);
             fuse_reply_err(req, rc);
             return;

@@ -29,6 +29,17 @@ echo "== oiiotool --stats: the source, then the corrected frame (brighter, coole
 oiiotool --stats "$top/samples/dailies/$frame" | grep -E "Stats (Min|Max|Avg)" | sed 's/^ */  source     /'
 oiiotool --stats "$mnt/$frame" | grep -E "Stats (Min|Max|Avg)" | sed 's/^ */  corrected  /'
 echo
+clip=A002/A002C007.mp4
+echo "== a camera clip: $mnt/$clip and beside it $clip.frames/"
+ls -l "$mnt/A002"
+echo "  $(ls "$mnt/$clip.frames" | wc -l) frames: $(ls "$mnt/$clip.frames" | head -2 | tr '\n' ' ')..."
+echo
+echo "== ffmpeg reads the clip's frames as an EXR sequence (frames 1001-1048 corrected by A002C007.yaml)"
+ffmpeg -v error -start_number 1040 -i "$mnt/$clip.frames/A002C007.%04d.exr" -frames:v 16 -f framemd5 - |
+    grep -v '^#' | head -4
+echo "  ..."
+exrheader "$mnt/$clip.frames/A002C007.1045.exr" | grep -E "platefs/(colour|ops|source)|timeCode|chromaticities" -A1 | grep -v '^--'
+echo
 echo "== the untouched camera report reads back byte for byte"
 cmp "$top/samples/dailies/A001/A001_camera_report.txt" "$mnt/A001/A001_camera_report.txt" && echo "  identical"
 echo

@@ -10,7 +10,8 @@ packages=(
     ocl-icd-opencl-dev opencl-c-headers pocl-opencl-icd clinfo
     liblmdb-dev lmdb-utils
     libyaml-dev libxxhash-dev
-    openimageio-tools python3 procps util-linux
+    libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
+    openimageio-tools python3 python3-numpy procps util-linux
 )
 
 missing=()

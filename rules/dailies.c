@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/clip.h"
 #include "rules/internal.h"
 
 struct paths {
@@ -135,11 +136,16 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
         shots[i]->nfiles = 0;
         shots[i]->frame_min = 0;
         shots[i]->frame_max = 0;
+        shots[i]->nclips = 0;
     }
     for (size_t f = 0; f < ps.n; f++) {
         const char *path = ps.v[f];
-        int frame;
+        int frame = 0;
         bool is_frame = rules_frame_of(path, &frame);
+        const char *base = strrchr(path, '/');
+        /* A clip is claimed whole: which of its frames a range covers is
+         * only known from its index, which checking never builds. */
+        bool is_clip = !is_frame && pfs_clip_name(base ? base + 1 : path);
         int owner = -1;
         for (int i = 0; i < nshots; i++) {
             struct pfs_shot *s = shots[i];
@@ -149,18 +155,24 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
                 if (fnmatch(s->globs[g].pat, path, FNM_PATHNAME) != 0)
                     continue;
                 s->globs[g].nfiles++;
-                if (in_range) {
+                if (is_clip)
+                    s->globs[g].nclips++;
+                else if (in_range)
                     s->globs[g].nframes++;
-                    if (!claim)
-                        claim = &s->globs[g];
-                }
+                if ((in_range || is_clip) && !claim)
+                    claim = &s->globs[g];
             }
             if (!claim)
                 continue;
-            if (!s->nfiles || frame < s->frame_min)
-                s->frame_min = frame;
-            if (!s->nfiles || frame > s->frame_max)
-                s->frame_max = frame;
+            if (is_clip) {
+                s->nclips++;
+            } else {
+                bool first = s->nfiles == s->nclips;
+                if (first || frame < s->frame_min)
+                    s->frame_min = frame;
+                if (first || frame > s->frame_max)
+                    s->frame_max = frame;
+            }
             s->nfiles++;
             if (owner < 0) {
                 owner = i;
@@ -193,8 +205,9 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
             snprintf(more, sizeof more, " (and %d more frame%s)", cf[c].count - 1,
                      cf[c].count == 2 ? "" : "s");
         rules_diag(L, PFS_DIAG_ERROR, b->path, cf[c].glob->line, cf[c].glob->col,
-                   "%s is matched by both %s (shot %s) and %s (shot %s)%s; a frame can "
-                   "belong to one rule file only: narrow a glob or the frames: range",
+                   "%s is matched by both %s (shot %s) and %s (shot %s)%s; a frame or a "
+                   "clip can belong to one rule file only: narrow a glob or the frames: "
+                   "range",
                    cf[c].path, a->file, a->name, b->file, b->name, more);
     }
     for (int i = 0; i < nshots; i++) {
@@ -205,6 +218,8 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
                 rules_diag(L, PFS_DIAG_ERROR, s->path, rg->line, rg->col,
                            "\"%s\" matches no file in %s; check the folder and the clip "
                            "name (globs are relative to the dailies root)", rg->pat, root);
+            else if (rg->nclips)
+                continue;
             else if (rg->nframes == 0 && s->ranged)
                 rules_diag(L, PFS_DIAG_WARNING, s->path, rg->line, rg->col,
                            "\"%s\" matches %d file%s but no .exr frame in %d-%d; only "

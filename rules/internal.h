@@ -63,6 +63,7 @@ struct rules_glob {
     int line, col;
     int nfiles;  /* files under the dailies it matches (any kind) */
     int nframes; /* of those, EXR frames the shot claims through it */
+    int nclips;  /* and camera clips */
 };
 
 struct pfs_shot {
@@ -78,10 +79,13 @@ struct pfs_shot {
     int nprotect;
     struct rules_op *ops;
     int nops;
+    bool has_source; /* `source:` given */
+    struct pfs_clip_source source;
     char hash[33];
     /* Filled by the dailies check; nfiles stays 0 without one. */
     bool checked;
     int nfiles, frame_min, frame_max;
+    int nclips; /* camera clips the shot owns */
 };
 
 struct pfs_ruleset {

@@ -17,11 +17,13 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
+#include "engine/colour.h"
 #include "rules/internal.h"
 
 struct pctx {
@@ -426,6 +428,102 @@ static void parse_protect(struct pctx *P, struct pfs_shot *s, const yaml_node_t 
                           "ellipse: [cx, cy, rx, ry]");
         if (P->errors == errors)
             s->protect[s->nprotect++] = r;
+    }
+}
+
+/* ---- source: how a camera clip becomes frames ------------------------------ */
+
+struct colour_key {
+    const char *name;
+    int (*parse)(const char *);
+    const char *(*name_of)(int);
+    int count;
+    size_t offset;
+};
+
+static const char *matrix_name(int v) { return pfs_matrix_name((enum pfs_matrix)v); }
+static const char *range_name(int v) { return pfs_range_name((enum pfs_range)v); }
+static const char *transfer_name(int v) { return pfs_transfer_name((enum pfs_transfer)v); }
+static const char *primaries_name(int v) { return pfs_primaries_name((enum pfs_primaries)v); }
+
+static const struct colour_key colour_keys[] = {
+    {"matrix", pfs_matrix_parse, matrix_name, PFS_MATRIX_COUNT,
+     offsetof(struct pfs_clip_source, matrix)},
+    {"range", pfs_range_parse, range_name, PFS_RANGE_COUNT,
+     offsetof(struct pfs_clip_source, range)},
+    {"transfer", pfs_transfer_parse, transfer_name, PFS_TRANSFER_COUNT,
+     offsetof(struct pfs_clip_source, transfer)},
+    {"primaries", pfs_primaries_parse, primaries_name, PFS_PRIMARIES_COUNT,
+     offsetof(struct pfs_clip_source, primaries)},
+};
+
+static void parse_colour(struct pctx *P, struct pfs_clip_source *src, const yaml_node_t *n)
+{
+    char buf[128];
+    if (n->type != YAML_MAPPING_NODE) {
+        perr(P, n, "source: \"colour\" is a mapping like {transfer: logc3, primaries: awg3}, "
+                   "got %s", describe(P, n, buf, sizeof buf));
+        return;
+    }
+    for (int i = 0; i < PAIRS(n); i++) {
+        if (!key_ok(P, n, i, "colour"))
+            continue;
+        yaml_node_t *key = node_at(P, PAIR(n, i)->key);
+        yaml_node_t *val = node_at(P, PAIR(n, i)->value);
+        const struct colour_key *ck = NULL;
+        for (size_t k = 0; k < sizeof colour_keys / sizeof *colour_keys; k++)
+            if (!strcmp(stext(key), colour_keys[k].name))
+                ck = &colour_keys[k];
+        if (!ck) {
+            perr(P, key, "colour: unknown key \"%s\"; it takes matrix, range, transfer and "
+                         "primaries", stext(key));
+            continue;
+        }
+        int v = val->type == YAML_SCALAR_NODE ? ck->parse(stext(val)) : -1;
+        if (v < 0) {
+            char names[256] = "";
+            size_t used = 0;
+            for (int k = 0; k < ck->count && used < sizeof names; k++)
+                used += (size_t)snprintf(names + used, sizeof names - used, "%s%s",
+                                         k ? ", " : "", ck->name_of(k));
+            perr(P, val, "colour: %s %s is not one platefs knows; use one of: %s", ck->name,
+                 describe(P, val, buf, sizeof buf), names);
+            continue;
+        }
+        *(int *)((char *)src + ck->offset) = v;
+    }
+}
+
+static void parse_source(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
+{
+    char buf[128];
+    s->has_source = true;
+    if (n->type != YAML_MAPPING_NODE) {
+        perr(P, n, "\"source\" is a mapping like {first_frame: 1001, colour: {transfer: "
+                   "logc3}}, got %s", describe(P, n, buf, sizeof buf));
+        return;
+    }
+    for (int i = 0; i < PAIRS(n); i++) {
+        if (!key_ok(P, n, i, "source"))
+            continue;
+        yaml_node_t *key = node_at(P, PAIR(n, i)->key);
+        yaml_node_t *val = node_at(P, PAIR(n, i)->value);
+        const char *name = stext(key);
+        if (!strcmp(name, "first_frame")) {
+            int f;
+            if (val->type == YAML_SCALAR_NODE && !strcmp(stext(val), "timecode"))
+                s->source.first_from_timecode = true;
+            else if (scalar_int(val, &f) && f >= 0)
+                s->source.first_frame = f;
+            else
+                perr(P, val, "source: \"first_frame\" is the number of the clip's first "
+                             "frame (like 1001) or \"timecode\" to number frames from the "
+                             "clip's start timecode, got %s", describe(P, val, buf, sizeof buf));
+        } else if (!strcmp(name, "colour") || !strcmp(name, "color")) {
+            parse_colour(P, &s->source, val);
+        } else {
+            perr(P, key, "source: unknown key \"%s\"; it takes first_frame and colour", name);
+        }
     }
 }
 
@@ -867,17 +965,20 @@ static void parse_ops(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
 
 /* ---- the file ------------------------------------------------------------- */
 
-static const char *const top_keys[] = {"shot", "match", "frames", "protect", "ops", NULL};
+static const char *const top_keys[] = {"shot", "match", "frames", "protect", "ops",
+                                        "source", NULL};
 
 static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *root)
 {
     char buf[128];
     if (root->type != YAML_MAPPING_NODE) {
-        perr(P, root, "a rule file is a mapping of keys (shot, match, frames, protect, ops), "
+        perr(P, root, "a rule file is a mapping of keys (shot, match, frames, protect, ops, "
+                      "source), "
                       "got %s", describe(P, root, buf, sizeof buf));
         return;
     }
-    const yaml_node_t *seen[5] = {0};
+    const yaml_node_t *seen[6] = {0};
+    s->source = *pfs_clip_source_default();
     for (int i = 0; i < PAIRS(root); i++) {
         if (!key_ok(P, root, i, "rule file"))
             continue;
@@ -897,10 +998,11 @@ static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *ro
             }
             if (bestd <= 2)
                 perr(P, k, "unknown key \"%s\"; did you mean \"%s\"? A rule file takes: "
-                           "shot, match, frames, protect, ops", stext(k), best);
+                           "shot, match, frames, protect, ops, source", stext(k), best);
             else
                 perr(P, k, "unknown key \"%s\"; a rule file takes: shot, match, frames, "
-                           "protect, ops (op parameters go inside an item of ops)", stext(k));
+                           "protect, ops, source (op parameters go inside an item of ops)",
+                 stext(k));
             continue;
         }
         seen[which] = v;
@@ -927,6 +1029,9 @@ static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *ro
         case 4:
             parse_ops(P, s, v);
             break;
+        case 5:
+            parse_source(P, s, v);
+            break;
         }
     }
     static const char *const missing[] = {
@@ -937,8 +1042,9 @@ static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *ro
         NULL,
         "missing \"ops\": list the operations, like ops: [{op: relight, exposure: 0.3}]",
     };
+    /* A rule may only say how a clip is read: ops are then optional. */
     for (int j = 0; j < 5; j++)
-        if (missing[j] && !seen[j])
+        if (missing[j] && !seen[j] && !(j == 4 && seen[5]))
             perr(P, root, "%s", missing[j]);
 }
 

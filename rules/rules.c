@@ -29,6 +29,8 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
+#include "engine/clip.h"
+#include "engine/colour.h"
 #include "rules/internal.h"
 #include "util/log.h"
 
@@ -264,6 +266,23 @@ static bool shot_hash(struct pfs_shot *s)
             sb_printf(&b, " frames %d-%d\n", r->first, r->last);
         else
             sb_printf(&b, " frames all\n");
+    }
+    if (s->has_source) {
+        const struct pfs_clip_source *src = &s->source;
+        if (src->first_from_timecode)
+            sb_printf(&b, "source first_frame timecode");
+        else
+            sb_printf(&b, "source first_frame %d", src->first_frame);
+        if (src->matrix >= 0)
+            sb_printf(&b, " matrix %s", pfs_matrix_name((enum pfs_matrix)src->matrix));
+        if (src->range >= 0)
+            sb_printf(&b, " range %s", pfs_range_name((enum pfs_range)src->range));
+        if (src->transfer >= 0)
+            sb_printf(&b, " transfer %s", pfs_transfer_name((enum pfs_transfer)src->transfer));
+        if (src->primaries >= 0)
+            sb_printf(&b, " primaries %s",
+                      pfs_primaries_name((enum pfs_primaries)src->primaries));
+        sb_printf(&b, "\n");
     }
     for (int i = 0; i < s->nops; i++) {
         const struct rules_op *op = &s->ops[i];
@@ -506,6 +525,43 @@ const struct pfs_shot *pfs_rules_match(const struct pfs_ruleset *rs, const char 
     return NULL;
 }
 
+const struct pfs_shot *pfs_rules_match_clip(const struct pfs_ruleset *rs,
+                                            const char *clip_relpath)
+{
+    if (!rs || !clip_relpath)
+        return NULL;
+    const char *base = strrchr(clip_relpath, '/');
+    if (!pfs_clip_name(base ? base + 1 : clip_relpath))
+        return NULL;
+    for (int i = 0; i < rs->nshots; i++)
+        for (int g = 0; g < rs->shots[i]->nglobs; g++)
+            if (fnmatch(rs->shots[i]->globs[g].pat, clip_relpath, FNM_PATHNAME) == 0)
+                return rs->shots[i];
+    return NULL;
+}
+
+const struct pfs_clip_source *pfs_clip_source_default(void)
+{
+    static const struct pfs_clip_source def = {
+        .first_frame = PFS_CLIP_FIRST_FRAME,
+        .matrix = -1,
+        .range = -1,
+        .transfer = -1,
+        .primaries = -1,
+    };
+    return &def;
+}
+
+const struct pfs_clip_source *pfs_shot_source(const struct pfs_shot *shot)
+{
+    return shot->has_source ? &shot->source : pfs_clip_source_default();
+}
+
+bool pfs_shot_has_frame(const struct pfs_shot *shot, int frame)
+{
+    return !shot->ranged || (frame >= shot->first && frame <= shot->last);
+}
+
 const char *pfs_shot_name(const struct pfs_shot *shot)
 {
     return shot->name;
@@ -634,7 +690,14 @@ int pfs_rules_check(const char *rules_dir, const char *dailies_root, FILE *out)
     }
     for (int i = 0; i < rs->nshots; i++) {
         const struct pfs_shot *s = rs->shots[i];
-        if (s->checked && s->nfiles)
+        if (s->checked && s->nclips && s->nfiles == s->nclips)
+            fprintf(out, "%s: shot %s: %d clip%s\n", s->path, s->name, s->nclips,
+                    s->nclips == 1 ? "" : "s");
+        else if (s->checked && s->nfiles && s->nclips)
+            fprintf(out, "%s: shot %s: %d clip%s, %d file%s, frames %d-%d\n", s->path,
+                    s->name, s->nclips, s->nclips == 1 ? "" : "s", s->nfiles - s->nclips,
+                    s->nfiles - s->nclips == 1 ? "" : "s", s->frame_min, s->frame_max);
+        else if (s->checked && s->nfiles)
             fprintf(out, "%s: shot %s: %d file%s, frames %d-%d\n", s->path, s->name,
                     s->nfiles, s->nfiles == 1 ? "" : "s", s->frame_min, s->frame_max);
         else if (s->checked)
@@ -646,9 +709,13 @@ int pfs_rules_check(const char *rules_dir, const char *dailies_root, FILE *out)
             fprintf(out, "%s: shot %s: all frames (not checked against the dailies)\n",
                     s->path, s->name);
         for (int g = 0; g < s->nglobs; g++) {
-            if (s->checked)
-                fprintf(out, "    %s: %d frame%s\n", s->globs[g].pat, s->globs[g].nframes,
-                        s->globs[g].nframes == 1 ? "" : "s");
+            const struct rules_glob *rg = &s->globs[g];
+            if (s->checked && rg->nclips)
+                fprintf(out, "    %s: %d clip%s, %d frame%s\n", rg->pat, rg->nclips,
+                        rg->nclips == 1 ? "" : "s", rg->nframes, rg->nframes == 1 ? "" : "s");
+            else if (s->checked)
+                fprintf(out, "    %s: %d frame%s\n", rg->pat, rg->nframes,
+                        rg->nframes == 1 ? "" : "s");
             else
                 fprintf(out, "    %s\n", s->globs[g].pat);
         }

@@ -61,7 +61,7 @@ const struct pfs_shot *pfs_ruleset_shot(const struct pfs_ruleset *rs, int i);
 
 /*
  * Which shot owns relpath (relative to the dailies root, no leading '/'),
- * and at which frame. Only .exr files are matched; the frame number is the
+ * and at which frame. Only .exr files are matched (clips: below); the frame number is the
  * last run of digits before the extension ("A001C003.1042.exr" -> 1042).
  * Returns NULL when no rule applies (the file passes through untouched),
  * including when the frame lies outside the shot's `frames:` range.
@@ -97,6 +97,31 @@ struct pfs_frame_ops {
 int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
                      pfs_error *err);
 void pfs_frame_ops_free(struct pfs_frame_ops *ops);
+
+/*
+ * Camera clips. A glob that matches a clip file (engine/clip.h names them:
+ * .mov, .mp4, .mxf, .mkv, ...) gives the shot the whole clip: the frames of
+ * its "<clip>.frames" directory, numbered as the rule's `source:` says, are
+ * corrected where `frames:` allows. A clip belongs to one rule file at most.
+ */
+#define PFS_CLIP_FIRST_FRAME 1001
+
+struct pfs_clip_source {
+    bool first_from_timecode; /* number frames from the clip's start timecode */
+    int first_frame;          /* otherwise the first frame's number */
+    /* Colour overrides as engine/colour.h enums; -1: as the stream declares. */
+    int matrix, range, transfer, primaries;
+};
+
+/* The shot owning the clip at clip_relpath, or NULL. */
+const struct pfs_shot *pfs_rules_match_clip(const struct pfs_ruleset *rs,
+                                            const char *clip_relpath);
+/* The shot's `source:` settings; defaults (1001, no overrides) when absent.
+ * pfs_clip_source_default() is what a clip no rule owns gets. */
+const struct pfs_clip_source *pfs_shot_source(const struct pfs_shot *shot);
+const struct pfs_clip_source *pfs_clip_source_default(void);
+/* Whether frame lies in the shot's `frames:` range (always, without one). */
+bool pfs_shot_has_frame(const struct pfs_shot *shot, int frame);
 
 /* A protected (performance) region at a frame: no local op may touch it. */
 struct pfs_protect_region {

@@ -9,6 +9,10 @@ set -euo pipefail
 : "${PFS_SOURCE_DIR:?PFS_SOURCE_DIR must name the source tree}"
 
 SKIP=77
+# Debian's interpreter, with the packages deps.sh installed (numpy), even
+# when another python3 comes first in PATH.
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
 if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
     echo "SKIP: no /dev/fuse or fusermount3 on this machine"
     exit $SKIP

@@ -31,9 +31,11 @@ for off in 0 1 4095 65536 1048575 2999000; do
     [ "$a" = "$b" ] || fail "range at $off differs"
 done
 
-# The listing mirrors the source tree.
-diff <(cd "$DAILIES" && find . | sort) <(cd "$MNT" && find . | sort) ||
+# The listing mirrors the source tree, plus one frames folder per clip.
+diff <(cd "$DAILIES" && find . | sort) <(cd "$MNT" && find . -not -path '*.mp4.frames*' | sort) ||
     fail "directory trees differ"
+diff <(cd "$DAILIES" && find . -name '*.mp4' | sed 's/$/.frames/' | sort) \
+    <(cd "$MNT" && find . -name '*.frames' | sort) || fail "frames folders differ from the clips"
 
 # Every write-type call is refused with EROFS.
 expect_failure "Read-only file system" sh -c "echo x > '$MNT/A001/new.txt'"

@@ -4,6 +4,11 @@
 # frame without rendering.
 . "$(dirname "$0")/lib.sh"
 
+# The sample clip, cut to 12 frames: prewarm takes a clip's frames too.
+ffmpeg -v error -i "$DAILIES/A002/A002C007.mp4" -frames:v 12 -c copy "$WORK/short.mp4"
+mv "$WORK/short.mp4" "$DAILIES/A002/A002C007.mp4"
+total=20 # 8 EXR frames and 12 clip frames
+
 mount_fs --readahead 0
 # Two farm machines, one shard each, while the mount runs.
 "$PLATEFS" prewarm "$DAILIES" --rules "$RULES" --cache "$CACHE" --cache-size 2G \
@@ -12,7 +17,7 @@ mount_fs --readahead 0
     --shard 1/2 2>"$WORK/shard1.txt" || fail "shard 1 failed: $(cat "$WORK/shard1.txt")"
 n0=$(tail -c 200 "$WORK/shard0.txt" | tr '\r' '\n' | grep -o '^prewarm: [0-9]* frames' | tail -1 | awk '{print $2}')
 n1=$(tail -c 200 "$WORK/shard1.txt" | tr '\r' '\n' | grep -o '^prewarm: [0-9]* frames' | tail -1 | awk '{print $2}')
-[ $((n0 + n1)) = 8 ] || fail "shards covered $n0 + $n1 frames, expected 8"
+[ $((n0 + n1)) = $total ] || fail "shards covered $n0 + $n1 frames, expected $total"
 [ "$n0" -gt 0 ] && [ "$n1" -gt 0 ] || fail "one shard got no frames ($n0, $n1)"
 
 # A second prewarm finds everything cached.
@@ -25,10 +30,13 @@ tr '\r' '\n' <"$WORK/again.txt" | grep -q "8 frames, 0 rendered, 8 already cache
 for f in "$MNT"/A001/*.exr; do
     [ "$(wc -c <"$f")" = "$(stat -c %s "$f")" ] || fail "$f: size mismatch after prewarm"
 done
-grep -q "rendered A001" "$LOG" && fail "the mount rendered a prewarmed frame"
+for f in "$MNT"/A002/A002C007.mp4.frames/*.exr; do
+    [ "$(wc -c <"$f")" = "$(stat -c %s "$f")" ] || fail "$f: size mismatch after prewarm"
+done
+grep -q "rendered A00[12]" "$LOG" && fail "the mount rendered a prewarmed frame"
 unmount_fs
-[ "$(cache_stat renders)" = 8 ] || fail "expected 8 renders in all, got $(cache_stat renders)"
-[ "$(cache_stat entries)" = 8 ] || fail "expected 8 entries, got $(cache_stat entries)"
+[ "$(cache_stat renders)" = $total ] || fail "expected $total renders in all, got $(cache_stat renders)"
+[ "$(cache_stat entries)" = $total ] || fail "expected $total entries, got $(cache_stat entries)"
 
 # A render farm: two machines prewarm one shard each into their own
 # caches (one with the dailies at another path); merged, they serve the
@@ -43,13 +51,13 @@ cp -rp "$DAILIES" "$WORK/farm-dailies"
 grep -q "frames copied" "$WORK/merge.txt" || fail "merge printed no summary"
 "$PLATEFS" cache merge "$WORK/farm0" --cache "$WORK/merged" | grep -q "0 frames copied" ||
     fail "merging again copied frames"
-[ "$("$PLATEFS" cache stats --cache "$WORK/merged" | awk '$1 == "entries" {print $2}')" = 8 ] ||
-    fail "the merged cache does not hold all 8 frames"
+[ "$("$PLATEFS" cache stats --cache "$WORK/merged" | awk '$1 == "entries" {print $2}')" = $total ] ||
+    fail "the merged cache does not hold all $total frames"
 CACHE_SAVED=$CACHE
 CACHE=$WORK/merged
 mount_fs --readahead 0
-for f in "$MNT"/A001/*.exr; do cat "$f" >/dev/null; done
-grep -q "rendered A001" "$LOG" && fail "the mount rendered a frame the farm had rendered"
+for f in "$MNT"/A001/*.exr "$MNT"/A002/A002C007.mp4.frames/*.exr; do cat "$f" >/dev/null; done
+grep -q "rendered A00[12]" "$LOG" && fail "the mount rendered a frame the farm had rendered"
 unmount_fs
 [ "$(cache_stat renders)" = 0 ] || fail "renders counted on the merged cache"
 CACHE=$CACHE_SAVED

@@ -70,10 +70,9 @@ static void close_engine(struct fixture *fx)
 
 static struct pfs_frame *frame(struct pfs_engine *e, const char *dailies, const char *rel)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dailies, rel);
     struct stat st;
-    REQUIRE(lstat(path, &st) == 0);
+    enum pfs_entry kind;
+    REQUIRE(pfs_engine_lookup(e, rel, &kind, &st) == 0);
     struct pfs_frame *f = NULL;
     pfs_error err;
     REQUIRE(pfs_engine_frame_open(e, rel, &st, &f, &err) == 0);
@@ -394,6 +393,126 @@ static void test_opencl_matches_reference(void)
     pfs_cl_close(cl);
 }
 
+#define CLIP "A002/A002C007.mp4"
+#define CLIP_DIR CLIP ".frames"
+
+struct names {
+    int n;
+    char first[64], last[64];
+};
+
+static void collect_name(void *ud, const char *name)
+{
+    struct names *ns = ud;
+    if (ns->n++ == 0)
+        snprintf(ns->first, sizeof ns->first, "%s", name);
+    snprintf(ns->last, sizeof ns->last, "%s", name);
+}
+
+static bool clip_frame_exists(struct pfs_engine *e, const char *name)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/%s", CLIP_DIR, name);
+    struct stat st;
+    enum pfs_entry kind;
+    bool is_frame = false;
+    uint64_t size = 0;
+    return pfs_engine_lookup(e, rel, &kind, &st) == 0 && kind == PFS_ENTRY_CLIP_FRAME &&
+           pfs_engine_stat(e, rel, &st, &is_frame, &size) == 0 && is_frame;
+}
+
+/* Clip frames through the engine: the names of a clip's frames directory,
+ * what lookups resolve to, exact sizes, renders of corrected and plain
+ * frames, and the stored index and frames serving a copy of the dailies
+ * at another path without opening its media. */
+static void test_clip_frames(void)
+{
+    char cache_dir[300];
+    snprintf(cache_dir, sizeof cache_dir, "%s/clipcache", scratch);
+    struct pfs_cache_opts co = {.dir = cache_dir, .budget_bytes = 256u << 20};
+    struct pfs_cache *cache;
+    pfs_error err;
+    REQUIRE(pfs_cache_open(&co, &cache, &err) == 0);
+    struct fixture a;
+    open_engine(&a, dailies_a, cache, NULL, 2);
+
+    enum pfs_entry kind;
+    struct stat st;
+    CHECK(pfs_engine_lookup(a.engine, CLIP, &kind, &st) == 0 && kind == PFS_ENTRY_SOURCE);
+    CHECK(pfs_engine_lookup(a.engine, CLIP_DIR, &kind, &st) == 0 &&
+          kind == PFS_ENTRY_CLIP_DIR && S_ISREG(st.st_mode));
+    CHECK(pfs_engine_lookup(a.engine, "A002/A002C099.mp4.frames", &kind, &st) == ENOENT);
+    CHECK(pfs_engine_lookup(a.engine, "A001/A001_camera_report.txt.frames", &kind, &st) ==
+          ENOENT);
+    CHECK(pfs_engine_is_clip("A.MOV") && pfs_engine_is_clip("b.mxf") &&
+          !pfs_engine_is_clip("c.exr") && !pfs_engine_is_clip("mov"));
+
+    REQUIRE(pfs_engine_lookup(a.engine, CLIP, &kind, &st) == 0);
+    struct names ns = {0};
+    CHECK(pfs_engine_clip_list(a.engine, CLIP, &st, collect_name, &ns, &err) == 0);
+    CHECKF(ns.n == 247 && !strcmp(ns.first, "A002C007.1001.exr") &&
+               !strcmp(ns.last, "A002C007.1247.exr"),
+           "%d frames, %s .. %s", ns.n, ns.first, ns.last);
+    CHECK(clip_frame_exists(a.engine, "A002C007.1001.exr"));
+    CHECK(clip_frame_exists(a.engine, "A002C007.1247.exr"));
+    CHECK(!clip_frame_exists(a.engine, "A002C007.1248.exr"));
+    CHECK(!clip_frame_exists(a.engine, "A002C007.1000.exr"));
+    CHECK(!clip_frame_exists(a.engine, "A002C007.01001.exr"));
+    CHECK(!clip_frame_exists(a.engine, "A002C008.1001.exr"));
+    CHECK(!clip_frame_exists(a.engine, "A002C007.1001.EXR"));
+
+    /* 1010 lies in the sample rule's frames (relight), 1100 does not. */
+    const char *rels[2] = {CLIP_DIR "/A002C007.1010.exr", CLIP_DIR "/A002C007.1100.exr"};
+    uint8_t *first[2];
+    size_t first_len[2];
+    for (int i = 0; i < 2; i++) {
+        struct pfs_frame *f = frame(a.engine, dailies_a, rels[i]);
+        REQUIRE(f);
+        CHECK(read_range(a.engine, f, 0, 64u << 20, &first[i], &first_len[i]) == 0);
+        CHECKF(first_len[i] == pfs_frame_size(f), "%s: read %zu, promised %llu", rels[i],
+               first_len[i], (unsigned long long)pfs_frame_size(f));
+        bool rendered = true;
+        CHECK(pfs_engine_warm(a.engine, f, &rendered, &err) == 0);
+        pfs_frame_release(f);
+    }
+    CHECK(memmem(first[0], first_len[0], "relight exposure=0.5", 20) != NULL);
+    CHECK(memmem(first[1], first_len[1], "platefs/ops", 11) == NULL);
+    close_engine(&a);
+
+    /* Another machine's copy of the dailies, its clip's bytes zeroed with
+     * size and mtime kept: the stored index lists it and the stored frames
+     * serve it, so nothing of its media is read. */
+    char clip_b[512];
+    snprintf(clip_b, sizeof clip_b, "%s/%s", dailies_b, CLIP);
+    struct stat before;
+    REQUIRE(stat(clip_b, &before) == 0);
+    sh("truncate -s 0 %s && truncate -s %lld %s && touch -d @%lld.%09ld %s", clip_b,
+       (long long)before.st_size, clip_b, (long long)before.st_mtim.tv_sec,
+       before.st_mtim.tv_nsec, clip_b);
+    struct fixture b;
+    open_engine(&b, dailies_b, cache, NULL, 2);
+    REQUIRE(pfs_engine_lookup(b.engine, CLIP, &kind, &st) == 0);
+    struct names nb = {0};
+    CHECK(pfs_engine_clip_list(b.engine, CLIP, &st, collect_name, &nb, &err) == 0);
+    CHECKF(nb.n == 247, "the zeroed clip lists %d frames", nb.n);
+    for (int i = 0; i < 2; i++) {
+        struct pfs_frame *f = frame(b.engine, dailies_b, rels[i]);
+        REQUIRE(f);
+        bool rendered = true;
+        CHECK(pfs_engine_warm(b.engine, f, &rendered, &err) == 0);
+        CHECKF(!rendered, "%s rendered again", rels[i]);
+        uint8_t *d;
+        size_t l;
+        CHECK(read_range(b.engine, f, 0, 64u << 20, &d, &l) == 0);
+        CHECK(l == first_len[i] && memcmp(d, first[i], l) == 0);
+        free(d);
+        pfs_frame_release(f);
+        free(first[i]);
+    }
+    close_engine(&b);
+    pfs_cache_close(cache);
+}
+
 int main(void)
 {
     const char *src = getenv("PFS_SOURCE_DIR");
@@ -413,6 +532,7 @@ int main(void)
     RUN(test_readahead);
     RUN(test_frame_table_limit);
     RUN(test_opencl_matches_reference);
+    RUN(test_clip_frames);
 
     sh("rm -rf %s", scratch);
     return CHECK_DONE();

@@ -20,6 +20,7 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "engine/colour.h"
 #include "rules/rules.h"
 
 /* ---- fixtures ------------------------------------------------------------- */
@@ -472,10 +473,10 @@ static void test_errors_schema(void)
 {
     expect_one(HEAD "fames: 1001-1002\nops: [{op: relight}]\n",
                NULL, "bad.yaml:3:1: error: unknown key \"fames\"; did you mean \"frames\"? A "
-                     "rule file takes: shot, match, frames, protect, ops");
+                     "rule file takes: shot, match, frames, protect, ops, source");
     expect_one(HEAD "exposure: 1\nops: [{op: relight}]\n", NULL,
                "bad.yaml:3:1: error: unknown key \"exposure\"; a rule file takes: shot, match, "
-               "frames, protect, ops (op parameters go inside an item of ops)");
+               "frames, protect, ops, source (op parameters go inside an item of ops)");
     expect_one(HEAD "ops:\n  - op: relight\nshot: T\n", NULL,
                "bad.yaml:5:1: error: duplicate key \"shot\" (first at line 1); each key may "
                "appear once");
@@ -684,8 +685,8 @@ static void test_dailies_checks(void)
     CHECK(load(dir, dailies, &d, &rs) == EINVAL);
     CHECKF(d.n == 2, "%d", d.n);
     CHECK(has(&d, "t.yaml:5:5: error: A001/A001C003.1005.exr is matched by both s.yaml (shot "
-                  "S) and t.yaml (shot T) (and 3 more frames); a frame can belong to one rule "
-                  "file only: narrow a glob or the frames: range"));
+                  "S) and t.yaml (shot T) (and 3 more frames); a frame or a clip can belong to "
+                  "one rule file only: narrow a glob or the frames: range"));
     CHECK(has(&d, "t.yaml:4:5: warning: \"A001/*.txt\" matches 1 file but no .exr frame in "
                   "1005-1020; only .exr frames are corrected"));
 
@@ -757,7 +758,10 @@ static void test_samples(void)
     struct pfs_ruleset *rs;
     pfs_error err = {0};
     REQUIRE(pfs_rules_load(&o, &rs, &err) == 0);
-    CHECK(pfs_ruleset_shot_count(rs) == 1);
+    CHECK(pfs_ruleset_shot_count(rs) == 2);
+    const struct pfs_shot *clip = pfs_rules_match_clip(rs, "A002/A002C007.mp4");
+    CHECK(clip && !strcmp(pfs_shot_name(clip), "A002C007"));
+    CHECK(clip && pfs_shot_has_frame(clip, 1048) && !pfs_shot_has_frame(clip, 1049));
     int frame = 0;
     const struct pfs_shot *s = pfs_rules_match(rs, "A001/A001C003.1003.exr", &frame);
     CHECK(s && frame == 1003 && !strcmp(pfs_shot_name(s), "A001C003"));
@@ -770,6 +774,89 @@ static void test_samples(void)
     FILE *out = tmpfile();
     CHECK(pfs_rules_check(rules, dailies, out) == 0);
     fclose(out);
+}
+
+/* Clips: a glob naming a clip gives the shot the whole clip, `source:` sets
+ * numbering and colour, and both reach the hash. */
+static void test_clip_rules(void)
+{
+    char *dailies = make_dir();
+    write_file(dailies, "A002/A002C007.mov", "");
+    write_file(dailies, "A002/A002C008.MXF", "");
+    char *dir = make_dir();
+    struct diags d;
+    struct pfs_ruleset *rs;
+
+    write_file(dir, "s.yaml", "shot: S\nmatch: A002/A002C007.mov\nframes: 1001-1010\n"
+                              "source:\n  first_frame: timecode\n"
+                              "  colour: {transfer: logc3, primaries: awg3, range: full}\n"
+                              "ops: [{op: relight}]\n");
+    /* A rule may only say how a clip reads: no ops needed. */
+    write_file(dir, "t.yaml", "shot: T\nmatch: A002/*.MXF\nsource: {first_frame: 1}\n");
+    REQUIRE(load(dir, dailies, &d, &rs) == 0);
+    CHECKF(d.n == 0, "%d diagnostics", d.n);
+    const struct pfs_shot *s = pfs_rules_match_clip(rs, "A002/A002C007.mov");
+    const struct pfs_shot *t = pfs_rules_match_clip(rs, "A002/A002C008.MXF");
+    REQUIRE(s && t);
+    CHECK(!strcmp(pfs_shot_name(s), "S") && !strcmp(pfs_shot_name(t), "T"));
+    const struct pfs_clip_source *ss = pfs_shot_source(s), *ts = pfs_shot_source(t);
+    CHECK(ss->first_from_timecode && ss->transfer == PFS_TRANSFER_LOGC3 &&
+          ss->primaries == PFS_PRIMARIES_AWG3 && ss->range == PFS_RANGE_FULL &&
+          ss->matrix == -1);
+    CHECK(!ts->first_from_timecode && ts->first_frame == 1 && ts->transfer == -1);
+    CHECK(pfs_shot_has_frame(s, 1010) && !pfs_shot_has_frame(s, 1011));
+    CHECK(pfs_shot_has_frame(t, 7));
+    /* Clip frames are not EXR files of the dailies: no EXR match. */
+    int frame;
+    CHECK(pfs_rules_match(rs, "A002/A002C007.mov", &frame) == NULL);
+    CHECK(pfs_rules_match_clip(rs, "A002/A002C009.mov") == NULL);
+    CHECK(pfs_clip_source_default()->first_frame == PFS_CLIP_FIRST_FRAME);
+    pfs_ruleset_unref(rs);
+    FILE *out = tmpfile();
+    CHECK(pfs_rules_check(dir, dailies, out) == 0);
+    rewind(out);
+    char text[2048] = "";
+    CHECK(fread(text, 1, sizeof text - 1, out) > 0);
+    fclose(out);
+    CHECKF(strstr(text, "shot S: 1 clip\n") && strstr(text, "A002/A002C007.mov: 1 clip, 0 frames"),
+           "%s", text);
+
+    /* One clip, two rule files: an error even with disjoint frame ranges. */
+    write_file(dir, "t.yaml", "shot: T\nframes: 2000-2010\nmatch: A002/*.mov\n"
+                              "ops: [{op: relight}]\n");
+    CHECK(load(dir, dailies, &d, &rs) == EINVAL);
+    CHECK(has(&d, "t.yaml:3:8: error: A002/A002C007.mov is matched by both s.yaml (shot S) "
+                  "and t.yaml (shot T); a frame or a clip can belong to one rule file only: "
+                  "narrow a glob or the frames: range"));
+    rm_rf(dir);
+    free(dir);
+    rm_rf(dailies);
+    free(dailies);
+
+    expect_one("shot: S\nmatch: x\nsource: {colour: {transfer: log-c}}\n", NULL,
+               "bad.yaml:3:29: error: colour: transfer \"log-c\" is not one platefs knows; use "
+               "one of: rec709, bt1886, srgb, linear, gamma22, gamma28, logc3, slog3");
+    expect_one("shot: S\nmatch: x\nsource: {first_frame: -3}\n", NULL,
+               "bad.yaml:3:23: error: source: \"first_frame\" is the number of the clip's first "
+               "frame (like 1001) or \"timecode\" to number frames from the clip's start "
+               "timecode, got -3");
+    expect_one("shot: S\nmatch: x\nsource: {frist_frame: 1}\n", NULL,
+               "bad.yaml:3:10: error: source: unknown key \"frist_frame\"; it takes first_frame "
+               "and colour");
+    expect_one("shot: S\nmatch: x\n", NULL,
+               "bad.yaml:1:1: error: missing \"ops\": list the operations, like ops: [{op: "
+               "relight, exposure: 0.3}]");
+
+    /* The source settings change the hash; writing the defaults does too
+     * (the rule then says something), reordering does not. */
+    char h1[33], h2[33], h3[33], h4[33];
+    hash_of("shot: S\nmatch: x\nops: [{op: relight}]\n", h1);
+    hash_of("shot: S\nmatch: x\nsource: {first_frame: 1001}\nops: [{op: relight}]\n", h2);
+    hash_of("shot: S\nmatch: x\nsource: {colour: {transfer: slog3, range: full}}\n"
+            "ops: [{op: relight}]\n", h3);
+    hash_of("shot: S\nmatch: x\nsource: {colour: {range: full, transfer: slog3}}\n"
+            "ops: [{op: relight}]\n", h4);
+    CHECK(strcmp(h1, h2) != 0 && strcmp(h2, h3) != 0 && strcmp(h3, h4) == 0);
 }
 
 /* No timing is asserted; this proves 10,000 files load and the conflict
@@ -804,8 +891,8 @@ static void test_many_files(void)
     CHECK(load(dir, dailies, &d, &rs) == EINVAL);
     CHECKF(d.n == 4, "%d", d.n); /* the empty-ops warning, three conflicts */
     CHECK(has(&d, "Z.yaml:2:8: error: R02/R02C001.0001.exr is matched by both R02.yaml (shot "
-                  "R02) and Z.yaml (shot Z) (and 999 more frames); a frame can belong to one "
-                  "rule file only: narrow a glob or the frames: range"));
+                  "R02) and Z.yaml (shot Z) (and 999 more frames); a frame or a clip can belong "
+                  "to one rule file only: narrow a glob or the frames: range"));
     rm_rf(dir);
     rm_rf(dailies);
     free(dir);
@@ -825,6 +912,7 @@ int main(void)
     RUN(test_all_errors_reported);
     RUN(test_dailies_checks);
     RUN(test_samples);
+    RUN(test_clip_rules);
     RUN(test_many_files);
     return CHECK_DONE();
 }

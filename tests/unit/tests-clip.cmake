@@ -1,0 +1,1 @@
+pfs_unit_test(test_clip pfs_clip)
