@@ -44,19 +44,19 @@
  * header does not say (36 ms on the sample clip); the index needs it for
  * the picture's format, but a decoder needs only the codec, which mov, mxf
  * and mkv headers name, so decoders call it only when the header does not
- * (opening then costs well under a millisecond). That makes opening a
+ * (opening then costs about a millisecond). That makes opening a
  * decoder cheaper than taking an idle one of the same clip away from where
  * it stands: see claim_locked.
  *
  * Threads. Inter-coded video (H.264, HEVC) decodes with frame threads:
  * sequential reading, which the pool funnels through one decoder per clip,
- * was about 1.3x faster with 2 threads on the 2-core test machine (1.5 against
- * 2.0 ms per 720p frame unloaded) and the output is bit-exact whatever the
- * count. The count stops at 4: each frame thread delays output by one
- * packet, which every seek pays, and the engine already decodes on one
- * render thread per core. Intra-only codecs (ProRes, DNxHR) use slice
- * threads instead: frame threads would only add that delay to their
- * one-packet seeks (it doubled ProRes random access).
+ * took 1.5 instead of 2.0 ms per frame of the sample clip with 2 threads on
+ * the 2-core test machine, and the output is bit-exact whatever the count.
+ * The count stops at 4: each frame thread delays output by one packet,
+ * which every seek pays, and the engine already decodes on one render
+ * thread per core. Intra-only codecs (ProRes, DNxHR) use slice threads
+ * instead: frame threads would only add that delay to their one-packet
+ * seeks (it doubled ProRes random access).
  *
  * Pool. One mutex guards which decoders exist and which are busy; decoding
  * happens outside it, on a claimed decoder whose media state only its
@@ -87,22 +87,23 @@
 
 enum { PKT_KEY = 1, PKT_DISCARD = 2, PKT_FLAGS = PKT_KEY | PKT_DISCARD };
 
-struct clip_packet {  /* one video packet; the index keeps them in decode order */
+/* One video packet; the index keeps them in decode order. */
+struct clip_packet {
     int64_t pts;
-    int64_t dts;      /* AV_NOPTS_VALUE when the container gives none */
-    uint8_t flags;    /* PKT_* */
+    int64_t dts;   /* AV_NOPTS_VALUE when the container gives none */
+    uint8_t flags; /* PKT_* */
 };
 
 struct pfs_clip_index {
     char *path;
     struct pfs_clip_info info;
-    int stream;                  /* the video stream's index in the container */
+    int stream; /* the video stream's index in the container */
     struct clip_packet *packets;
     uint32_t npackets;
     /* Derived from packets when built or loaded (index_derive): */
-    uint32_t *by_pts;            /* every packet's position, by pts */
-    uint32_t *frames;            /* frame i's packet position */
-    uint32_t *keys;              /* keyframe positions, ascending */
+    uint32_t *by_pts; /* every packet's position, by pts */
+    uint32_t *frames; /* frame i's packet position */
+    uint32_t *keys;   /* keyframe positions, ascending */
     uint32_t nkeys;
 };
 
@@ -453,6 +454,30 @@ static int read_packets(AVFormatContext *fmt, struct pfs_clip_index *idx, int *s
     return rc;
 }
 
+/*
+ * A truncated clip loses the packets at the end of decode order, and with
+ * reordered pictures some of those are shown before pictures that were
+ * read: numbering the read ones in presentation order would then give
+ * them the numbers of lost ones. A lost picture's pts is at least its dts,
+ * which is above every dts read; so the frames shown no later than the
+ * last dts read are all there, and those shown later are kept as packets
+ * (they may be references) but are not frames.
+ */
+static void drop_unordered_tail(struct pfs_clip_index *idx)
+{
+    int64_t last_dts = AV_NOPTS_VALUE;
+    for (uint32_t i = 0; i < idx->npackets; i++) {
+        int64_t dts = idx->packets[i].dts;
+        if (dts != AV_NOPTS_VALUE && (last_dts == AV_NOPTS_VALUE || dts > last_dts))
+            last_dts = dts;
+    }
+    if (last_dts == AV_NOPTS_VALUE)
+        return;
+    for (uint32_t i = 0; i < idx->npackets; i++)
+        if (idx->packets[i].pts > last_dts)
+            idx->packets[i].flags |= PKT_DISCARD;
+}
+
 int pfs_clip_index_build(const char *path, struct pfs_clip_index **out, pfs_error *err)
 {
     *out = NULL;
@@ -486,6 +511,8 @@ int pfs_clip_index_build(const char *path, struct pfs_clip_index **out, pfs_erro
         discard_other_streams(fmt, idx->stream);
         rc = read_packets(fmt, idx, &stop, err);
     }
+    if (rc == 0 && stop)
+        drop_unordered_tail(idx);
     if (rc == 0)
         rc = index_derive(idx, err);
     avformat_close_input(&fmt);
@@ -568,9 +595,10 @@ int pfs_clip_index_save(const struct pfs_clip_index *idx, uint8_t **blob, size_t
     put_bytes(&w, blob_magic, sizeof blob_magic);
     put_u32(&w, BLOB_VERSION);
     put_u32(&w, (uint32_t)idx->stream);
-    const int ints[] = {in->width,  in->height,    in->sar_num,   in->sar_den, in->rate_num,
-                        in->rate_den, in->tb_num,  in->tb_den,    in->matrix,  in->range,
-                        in->primaries, in->transfer, in->chroma_location};
+    const int ints[] = {in->width,    in->height,   in->sar_num,   in->sar_den,
+                        in->rate_num, in->rate_den, in->tb_num,    in->tb_den,
+                        in->matrix,   in->range,    in->primaries, in->transfer,
+                        in->chroma_location};
     for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
         put_u32(&w, (uint32_t)ints[i]);
     put_string(&w, in->codec, sizeof in->codec);
@@ -629,9 +657,10 @@ static bool get_head(struct reader *r, struct pfs_clip_index *idx)
 {
     struct pfs_clip_info *in = &idx->info;
     idx->stream = get_i32(r);
-    int *const ints[] = {&in->width,  &in->height,    &in->sar_num,   &in->sar_den, &in->rate_num,
-                         &in->rate_den, &in->tb_num,  &in->tb_den,    &in->matrix,  &in->range,
-                         &in->primaries, &in->transfer, &in->chroma_location};
+    int *const ints[] = {&in->width,    &in->height,   &in->sar_num,   &in->sar_den,
+                         &in->rate_num, &in->rate_den, &in->tb_num,    &in->tb_den,
+                         &in->matrix,   &in->range,    &in->primaries, &in->transfer,
+                         &in->chroma_location};
     for (size_t i = 0; i < sizeof ints / sizeof *ints; i++)
         *ints[i] = get_i32(r);
     bool strings = get_string(r, in->codec, sizeof in->codec);
@@ -722,6 +751,8 @@ struct want {
     uint32_t key;
 };
 
+#define HELD_MAX 16
+
 struct decoder {
     struct decoder *next_in_pool;
     /* Pool state, under the pool's lock. */
@@ -736,10 +767,14 @@ struct decoder {
     AVFormatContext *fmt;
     AVCodecContext *codec;
     AVPacket *pkt;
-    bool have_pkt;      /* pkt holds the packet at run.next, read but not fed */
+    bool have_pkt;  /* pkt holds the packet at run.next, read but not fed */
     AVFrame *pic;
-    int64_t damage;     /* first position in this run reported damaged; -1: none */
-    bool ended;         /* the demuxer ran out before the index did */
+    /* Pictures received ahead of the one returned (see confirm_clean), in
+     * output order; the next request takes them before the codec's. */
+    AVFrame *held[HELD_MAX];
+    int nheld;
+    int64_t damage; /* first position in this run reported damaged; -1: none */
+    bool ended;     /* the demuxer ran out before the index did */
 };
 
 struct pfs_clip_decoders {
@@ -763,8 +798,15 @@ static bool can_continue(const struct run *r, const struct want *w)
     return r->start >= 0 && r->start <= w->key && w->key <= r->next && w->pts > r->last_pts;
 }
 
+static void drop_held(struct decoder *d)
+{
+    while (d->nheld > 0)
+        av_frame_free(&d->held[--d->nheld]);
+}
+
 static void decoder_free(struct decoder *d)
 {
+    drop_held(d);
     avcodec_free_context(&d->codec);
     avformat_close_input(&d->fmt);
     av_packet_free(&d->pkt);
@@ -890,6 +932,7 @@ static int position(struct decoder *d, const struct pfs_clip_index *idx, const s
             return frame_error(idx, w, err, why_missing);
     }
     avcodec_flush_buffers(d->codec);
+    drop_held(d);
     d->run = (struct run){w->key, w->key, INT64_MIN};
     d->damage = -1;
     d->ended = false;
@@ -944,9 +987,11 @@ static bool picture_damaged(const AVFrame *pic)
 /* A damaged picture before the wanted one taints what follows it, unless it
  * is shown before the run's keyframe: a leading picture of an open GOP that
  * this run could not decode, and no later picture references. */
-static void note_damage(struct decoder *d, const struct pfs_clip_index *idx, int64_t pts)
+static void note_damage_of(struct decoder *d, const struct pfs_clip_index *idx,
+                           const AVFrame *pic)
 {
-    if (!picture_damaged(d->pic) || pts < idx->packets[d->run.start].pts)
+    int64_t pts = picture_pts(pic);
+    if (!picture_damaged(pic) || pts < idx->packets[d->run.start].pts)
         return;
     int64_t pos = position_of(idx, pts);
     if (pos >= 0 && (d->damage < 0 || pos < d->damage))
@@ -964,33 +1009,98 @@ struct tally {
     uint64_t seeks, pictures, opens;
 };
 
-/* Feeds packets and receives pictures until the wanted one comes out. */
-static int decode_until(struct decoder *d, const struct pfs_clip_index *idx, const struct want *w,
-                        AVFrame *out, struct tally *t, pfs_error *err)
+/* The codec's next picture into pic, feeding packets as it needs them. 0,
+ * AVERROR_EOF when the run is drained, or AVERROR_INVALIDDATA when a packet
+ * is not the indexed one. */
+static int receive_picture(struct decoder *d, const struct pfs_clip_index *idx, AVFrame *pic,
+                           struct tally *t)
 {
     for (;;) {
-        int r = avcodec_receive_frame(d->codec, d->pic);
+        int r = avcodec_receive_frame(d->codec, pic);
         if (r == AVERROR(EAGAIN)) {
             if (feed(d, idx) < 0)
-                return frame_error(idx, w, err, why_missing);
+                return AVERROR_INVALIDDATA;
             continue;
         }
         if (r == AVERROR_EOF)
-            break;
+            return r;
         if (r < 0) { /* a packet's decode error, surfacing late */
             note_failed_packet(d, d->run.next - 1);
             continue;
         }
         t->pictures++;
-        int64_t pts = picture_pts(d->pic);
-        if (pts == AV_NOPTS_VALUE) {
-            av_frame_unref(d->pic);
+        if (picture_pts(pic) == AV_NOPTS_VALUE) {
+            av_frame_unref(pic);
             continue;
         }
+        return 0;
+    }
+}
+
+/* The next picture in output order into d->pic: a held one, else the
+ * codec's. */
+static int next_picture(struct decoder *d, const struct pfs_clip_index *idx, struct tally *t)
+{
+    if (d->nheld == 0)
+        return receive_picture(d, idx, d->pic, t);
+    av_frame_move_ref(d->pic, d->held[0]);
+    av_frame_free(&d->held[0]);
+    memmove(d->held, d->held + 1, (size_t)--d->nheld * sizeof *d->held);
+    return 0;
+}
+
+/*
+ * The wanted picture came out clean, but a picture it is predicted from may
+ * still be flagged: with reordering, a reference decoded before it can be
+ * shown after it (a B-frame's forward reference). Every picture decoded
+ * from the wanted one's keyframe up to it is shown no later than the
+ * highest pts among those packets, so the pictures up to that pts are
+ * received now, checked, and held for the requests that follow.
+ */
+static void confirm_clean(struct decoder *d, const struct pfs_clip_index *idx,
+                          const struct want *w, struct tally *t)
+{
+    int64_t last = w->pts;
+    for (uint32_t i = w->key; i <= w->pos; i++)
+        if (!(idx->packets[i].flags & PKT_DISCARD) && idx->packets[i].pts > last)
+            last = idx->packets[i].pts;
+    int64_t seen = d->nheld ? picture_pts(d->held[d->nheld - 1]) : w->pts;
+    for (int i = 0; i < d->nheld; i++)
+        note_damage_of(d, idx, d->held[i]);
+    while (seen < last && d->nheld < HELD_MAX) {
+        AVFrame *ahead = av_frame_alloc();
+        if (!ahead)
+            break;
+        int r = receive_picture(d, idx, ahead, t);
+        if (r < 0) {
+            av_frame_free(&ahead);
+            break;
+        }
+        note_damage_of(d, idx, ahead);
+        seen = picture_pts(ahead);
+        d->held[d->nheld++] = ahead;
+    }
+}
+
+/* Feeds packets and receives pictures until the wanted one comes out. */
+static int decode_until(struct decoder *d, const struct pfs_clip_index *idx, const struct want *w,
+                        AVFrame *out, struct tally *t, pfs_error *err)
+{
+    for (;;) {
+        int r = next_picture(d, idx, t);
+        if (r == AVERROR_INVALIDDATA)
+            return frame_error(idx, w, err, why_missing);
+        if (r == AVERROR_EOF)
+            break;
+        int64_t pts = picture_pts(d->pic);
         d->run.last_pts = pts;
         if (pts == w->pts && !picture_damaged(d->pic) && !tainted(d, w)) {
             av_frame_move_ref(out, d->pic);
-            return 0;
+            confirm_clean(d, idx, w, t);
+            if (!tainted(d, w))
+                return 0;
+            av_frame_unref(out);
+            return frame_error(idx, w, err, why_damaged);
         }
         if (pts == w->pts) {
             av_frame_unref(d->pic);
@@ -1000,9 +1110,10 @@ static int decode_until(struct decoder *d, const struct pfs_clip_index *idx, con
             av_frame_unref(d->pic);
             break;
         }
-        note_damage(d, idx, pts);
+        note_damage_of(d, idx, d->pic);
         av_frame_unref(d->pic);
     }
+    drop_held(d);
     d->run.start = -1; /* drained or lost: the next request seeks */
     return frame_error(idx, w, err,
                        d->ended       ? why_missing
@@ -1129,7 +1240,7 @@ static struct decoder *add_decoder(struct pfs_clip_decoders *pool,
  * that continues to it; (b) wait for a busy one that will; (c) a new one,
  * within the limit; (d) an idle one of the clip, which seeks; (e) a new one
  * in place of the least recently used idle one of any clip; (f) wait.
- * Opening (c) before seeking an idle decoder (d) costs under a millisecond
+ * Opening (c) before seeking an idle decoder (d) costs about a millisecond
  * and keeps that decoder where it stands: two readers of one clip served in
  * turn would otherwise take it from each other, each turn a seek. The
  * decoder closed in (e) is returned in *evicted, to be closed unlocked.
@@ -1234,8 +1345,7 @@ int pfs_clip_decode(struct pfs_clip_decoders *d, const struct pfs_clip_index *id
         rc = decode_on(dec, idx, &w, pic, &t, &local);
     release(d, dec, rc == 0, &t);
     if (rc) {
-        if (rc == EIO)
-            pfs_log(PFS_LOG_WARN, "%s", local.msg);
+        /* Not logged here: the caller logs what failed, once. */
         av_frame_free(&pic);
         if (err)
             *err = local;

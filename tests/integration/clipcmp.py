@@ -82,40 +82,28 @@ def yuv_frames(cmd, width, height, pix_fmt, matrix, rng):
     kr, kb = KRKB[matrix]
     kg = 1 - kr - kb
     scale = 1 << (bits - 8)
-    proc = subprocess.Popen(cmd[:-1] + ["-pix_fmt", pix_fmt, "-"], stdout=subprocess.PIPE)
-    try:
-        while True:
-            buf = proc.stdout.read(size)
-            if not buf:
-                break
-            if len(buf) != size:
-                raise SystemExit("short frame from: " + " ".join(cmd))
-            v = np.frombuffer(buf, dtype=dtype).astype(np.float64)
-            y = v[:width * height].reshape(height, width)
-            cb = v[width * height:width * height + cw * ch].reshape(ch, cw)
-            cr = v[width * height + cw * ch:].reshape(ch, cw)
-            if full:
-                top = (1 << bits) - 1
-                y, cb, cr = y / top, (cb - (1 << (bits - 1))) / top, (cr - (1 << (bits - 1))) / top
-            else:
-                y = (y - 16 * scale) / (219 * scale)
-                cb = (cb - 128 * scale) / (224 * scale)
-                cr = (cr - 128 * scale) / (224 * scale)
-            cb = upsample(upsample(cb, 1, lw, 0.0), 0, lh, 0.5)[:height, :width]
-            cr = upsample(upsample(cr, 1, lw, 0.0), 0, lh, 0.5)[:height, :width]
-            r = y + 2 * (1 - kr) * cr
-            b = y + 2 * (1 - kb) * cb
-            g = (y - kr * r - kb * b) / kg
-            yield np.stack([g, b, r])
-    finally:
-        proc.stdout.close()
-        if proc.wait() != 0:
-            raise SystemExit("failed: " + " ".join(cmd))
+    for buf in raw_frames(cmd[:-1] + ["-pix_fmt", pix_fmt, "-"], size):
+        v = np.frombuffer(buf, dtype=dtype).astype(np.float64)
+        y = v[:width * height].reshape(height, width)
+        cb = v[width * height:width * height + cw * ch].reshape(ch, cw)
+        cr = v[width * height + cw * ch:].reshape(ch, cw)
+        if full:
+            top = (1 << bits) - 1
+            y, cb, cr = y / top, (cb - (1 << (bits - 1))) / top, (cr - (1 << (bits - 1))) / top
+        else:
+            y = (y - 16 * scale) / (219 * scale)
+            cb = (cb - 128 * scale) / (224 * scale)
+            cr = (cr - 128 * scale) / (224 * scale)
+        cb = upsample(upsample(cb, 1, lw, 0.0), 0, lh, 0.5)[:height, :width]
+        cr = upsample(upsample(cr, 1, lw, 0.0), 0, lh, 0.5)[:height, :width]
+        r = y + 2 * (1 - kr) * cr
+        b = y + 2 * (1 - kb) * cb
+        g = (y - kr * r - kb * b) / kg
+        yield np.stack([g, b, r])
 
 
-def frames(cmd, width, height, dtype):
-    plane = width * height
-    size = plane * 3 * np.dtype(dtype).itemsize
+def raw_frames(cmd, size):
+    """The frames of size bytes that cmd writes to its standard output."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     try:
         while True:
@@ -124,12 +112,17 @@ def frames(cmd, width, height, dtype):
                 break
             if len(buf) != size:
                 raise SystemExit("short frame from: " + " ".join(cmd))
-            # gbrp layouts: planes G, B, R
-            yield np.frombuffer(buf, dtype=dtype).reshape(3, height, width)
+            yield buf
     finally:
         proc.stdout.close()
         if proc.wait() != 0:
             raise SystemExit("failed: " + " ".join(cmd))
+
+
+def linear_frames(cmd, width, height):
+    """gbrpf32le frames: planes G, B, R."""
+    for buf in raw_frames(cmd, width * height * 3 * 4):
+        yield np.frombuffer(buf, dtype="<f4").reshape(3, height, width)
 
 
 def main():
@@ -165,7 +158,7 @@ def main():
     hist = np.zeros(4096, dtype=np.int64)  # 1/256 code value bins
     min_psnr = float("inf")
     ref_it = yuv_frames(ref_cmd, args.width, args.height, pix_fmt, args.matrix, args.range)
-    ours_it = frames(ours_cmd, args.width, args.height, "<f4")
+    ours_it = linear_frames(ours_cmd, args.width, args.height)
     for ref, ours in zip(ref_it, ours_it):
         d = np.abs(oetf(ours) - ref).ravel() * 255.0
         total += d.sum()
