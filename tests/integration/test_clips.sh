@@ -133,6 +133,21 @@ cat "$MNT/A002/A002C007.mp4.frames/A002C007.1010.exr" >/dev/null
 sleep 2.5 # counters are flushed every 2 s
 [ "$(cache_stat renders)" = "$before" ] || fail "re-reading a cached clip frame rendered it again"
 
+# A rule naming the footage's log encoding: the frames are converted with
+# it and say so.
+cat >"$RULES/B001C002.yaml" <<'YAML'
+shot: B001C002
+match: B001/B001C002.mxf
+source:
+  colour: {transfer: logc3, primaries: awg3}
+YAML
+sleep 1.5
+hdr=$(exrheader "$MNT/B001/B001C002.mxf.frames/B001C002.1010.exr")
+for want in 'platefs/colour (type string): "matrix=bt709 range=limited transfer=logc3 primaries=awg3"' \
+    'red   (0.684 0.313)' 'platefs/shot (type string): "B001C002"'; do
+    grep -qF "$want" <<<"$hdr" || fail "B001C002 with a LogC3 rule lacks '$want': $hdr"
+done
+
 # The mount refuses writes into a frames directory like anywhere else.
 touch "$MNT/A002/A002C007.mp4.frames/x.exr" 2>/dev/null && fail "created a file in a frames directory"
 unmount_fs
