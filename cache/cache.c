@@ -956,6 +956,46 @@ int pfs_cache_clear(struct pfs_cache *c, pfs_error *err)
     return rc ? lmdb_error(c->dir, rc, err, "clearing the cache") : 0;
 }
 
+/* Named records dst lacks (clip indexes): their names carry what they
+ * describe, so one dst already has is the same record. */
+static int merge_records(struct pfs_cache *dst, struct pfs_cache *src, pfs_error *err)
+{
+    MDB_txn *txn;
+    int rc = rtxn_get(src, &txn);
+    if (rc)
+        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+    MDB_cursor *cur;
+    rc = mdb_cursor_open(txn, src->dbi[DBI_META], &cur);
+    if (rc) {
+        rtxn_put(src, txn);
+        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+    }
+    MDB_val k, d;
+    int mrc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
+    int out = 0;
+    while (mrc == 0 && out == 0) {
+        char name[512];
+        if (k.mv_size > 0 && k.mv_size < sizeof name) {
+            memcpy(name, k.mv_data, k.mv_size);
+            name[k.mv_size] = '\0';
+            void *have = NULL;
+            size_t have_len;
+            int g = pfs_cache_meta_get(dst, name, &have, &have_len, NULL);
+            free(have);
+            if (g == ENOENT)
+                out = pfs_cache_meta_put(dst, name, d.mv_data, d.mv_size, err);
+        }
+        mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    rtxn_put(src, txn);
+    if (out)
+        return out;
+    if (mrc != MDB_NOTFOUND)
+        return lmdb_error(src->dir, mrc, err, "reading the cache to merge");
+    return 0;
+}
+
 int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copied,
                     uint64_t *present, pfs_error *err)
 {
@@ -995,7 +1035,7 @@ int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copi
         return out;
     if (mrc != MDB_NOTFOUND)
         return lmdb_error(src->dir, mrc, err, "reading the cache to merge");
-    return 0;
+    return merge_records(dst, src, err);
 }
 
 int pfs_cache_destroy(const char *dir, pfs_error *err)

@@ -100,7 +100,8 @@ int pfs_cache_destroy(const char *dir, pfs_error *err);
  * machine filled, opened read_only) that dst lacks. Keys mean the same on
  * every machine, so no frame is re-rendered. dst's budget still applies:
  * merging more than it holds evicts dst's least recently used frames.
- * Counts what was copied and what dst already had. */
+ * Named records dst lacks (clip indexes) are copied too. Counts the frames
+ * copied and the frames dst already had. */
 int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copied,
                     uint64_t *present, pfs_error *err);
 

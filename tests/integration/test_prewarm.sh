@@ -55,9 +55,11 @@ grep -q "frames copied" "$WORK/merge.txt" || fail "merge printed no summary"
     fail "the merged cache does not hold all $total frames"
 CACHE_SAVED=$CACHE
 CACHE=$WORK/merged
+: >"$LOG"
 mount_fs --readahead 0
 for f in "$MNT"/A001/*.exr "$MNT"/A002/A002C007.mp4.frames/*.exr; do cat "$f" >/dev/null; done
 grep -q "rendered A00[12]" "$LOG" && fail "the mount rendered a frame the farm had rendered"
+grep -q "A002C007.mp4: indexed" "$LOG" && fail "the clip was indexed again: the merge lost its index"
 unmount_fs
 [ "$(cache_stat renders)" = 0 ] || fail "renders counted on the merged cache"
 CACHE=$CACHE_SAVED

@@ -360,6 +360,11 @@ static void test_merge(void)
     struct pfs_cache *dst = open_cache(b, 64ull * MiB, false);
     CHECK(put(dst, 2, 200000) == 0);
     CHECK(put(dst, 42, 5000) == 0);
+    CHECK(pfs_cache_meta_put(dst, "clip-index/b", "dst's", 5, NULL) == 0);
+    src = open_cache(a, 64ull * MiB, false);
+    CHECK(pfs_cache_meta_put(src, "clip-index/a", "index a", 7, NULL) == 0);
+    CHECK(pfs_cache_meta_put(src, "clip-index/b", "src's", 5, NULL) == 0);
+    pfs_cache_close(src);
     src = open_cache(a, 0, true);
     uint64_t copied = 0, present = 0;
     pfs_error err;
@@ -369,6 +374,15 @@ static void test_merge(void)
     for (uint64_t id = 1; id <= 6; id++)
         CHECKF(check_entry(dst, id, NULL) == 1, "entry %llu", (unsigned long long)id);
     CHECK(check_entry(dst, 42, NULL) == 1);
+    /* Named records: the missing one copied, the present one kept. */
+    void *rec = NULL;
+    size_t rlen = 0;
+    CHECK(pfs_cache_meta_get(dst, "clip-index/a", &rec, &rlen, NULL) == 0 && rlen == 7 &&
+          memcmp(rec, "index a", 7) == 0);
+    free(rec);
+    CHECK(pfs_cache_meta_get(dst, "clip-index/b", &rec, &rlen, NULL) == 0 && rlen == 5 &&
+          memcmp(rec, "dst's", 5) == 0);
+    free(rec);
     CHECK(pfs_cache_merge(dst, src, &copied, &present, &err) == 0);
     CHECK(copied == 0 && present == 6);
     struct pfs_cache_stats st = stats_of(dst);
