@@ -60,17 +60,19 @@ for n in 1002 1003 1004; do
     start=$(date +%s.%N)
     cat "$mnt/$frame" >/dev/null
     end=$(date +%s.%N)
-    # The render's log line follows the cache put, after the reader has its bytes.
+    # The cache put follows the reply, on the storer thread.
     line=
+    stored=
     for _ in $(seq 1 100); do
         line=$(grep "rendered $frame" "$log" | tail -1 || true)
-        [ -n "$line" ] && break
+        stored=$(grep "stored $frame" "$log" | tail -1 || true)
+        [ -n "$line" ] && [ -n "$stored" ] && break
         sleep 0.05
     done
     what="frame $n"
     [ $n = 1002 ] && what="frame $n (first of the mount: the device compiles its kernels)"
     echo "  $what: wall $(secs "$start" "$end") s"
-    echo "    $(echo "$line" | sed 's/.*rendered [^:]*: //')"
+    echo "    $(echo "$line" | sed 's/.*rendered [^:]*: //'); cache put $(echo "$stored" | sed 's/.*stored [^:]*: //')"
 done
 unmount_fs
 for n in 1003 1004; do

@@ -8,8 +8,10 @@
  *    in memory (bounded by memory_budget), found by cache key, which is what
  *    makes concurrent reads of one uncached frame render it once;
  *  - two FIFO queues, demanded renders before readahead ones.
- * Render threads take a job, render it without the lock, store it in the
- * cache, then answer every read that joined it while it ran.
+ * Render threads take a job, render it without the lock and answer every
+ * read that joined it while it ran; a storer thread then puts it in the
+ * cache, so that render threads are not held by the cache's commits (a
+ * render thread stores itself when the storer falls behind).
  */
 #include "engine.h"
 
@@ -135,6 +137,14 @@ struct pfs_engine {
     pthread_t flusher;
     pthread_cond_t flusher_wake; /* its own: a job's signal must wake a render thread */
     bool has_flusher;
+
+    /* Finished frames waiting for their cache put, pinned; the storer
+     * thread puts them so that render threads go on rendering. */
+    struct job_queue store;
+    bool render_threads_done; /* no job can be queued for storing any more */
+    pthread_t storer;
+    pthread_cond_t store_wake;
+    bool has_storer;
 
     /* Cache hits and misses are counted by the cache itself. */
     atomic_uint_fast64_t n_renders, n_failures, n_memory_hits, n_readahead;
@@ -959,6 +969,46 @@ static void schedule_readahead(struct pfs_engine *e, const struct pfs_frame *f)
     }
 }
 
+/* Puts a finished job's bytes in the cache; the job is pinned by the
+ * caller. A full or unwritable cache costs speed, never correctness: the
+ * frame is still served from memory while it is held there. */
+static void store_job(struct pfs_engine *e, struct job *j)
+{
+    double t0 = now_ms();
+    pfs_error err;
+    pfs_error_clear(&err);
+    pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
+    if (pfs_cache_put(e->cache, &j->key, j->data, j->len, &err))
+        pfs_log(PFS_LOG_WARN, "cache: %s (frame %s is served uncached)", err.msg,
+                j->frame->relpath);
+    else
+        pfs_log(PFS_LOG_DEBUG, "stored %s: %.1f ms", j->frame->relpath, now_ms() - t0);
+}
+
+/* Stores queued frames until the engine stops and the queue is empty, so
+ * every frame rendered before an unmount is in the cache after it. */
+static void *store_thread(void *arg)
+{
+    struct pfs_engine *e = arg;
+    pthread_mutex_lock(&e->lock);
+    for (;;) {
+        struct job *j = queue_pop(&e->store);
+        if (!j) {
+            if (e->stopping && e->render_threads_done)
+                break;
+            pthread_cond_wait(&e->store_wake, &e->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&e->lock);
+        store_job(e, j);
+        pthread_mutex_lock(&e->lock);
+        job_unpin(j);
+        jobs_trim(e);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return NULL;
+}
+
 static void run_job(struct pfs_engine *e, struct job *j)
 {
     /* Our own reference: the job may be trimmed and freed before we are
@@ -1008,38 +1058,37 @@ static void run_job(struct pfs_engine *e, struct job *j)
         free(w);
     }
 
-    double t_put = 0;
-    if (rc == 0 && e->cache) {
-        double tp = now_ms();
-        pfs_error perr;
-        pfs_error_clear(&perr);
-        pfs_cache_count(e->cache, PFS_CACHE_RENDERS, 1);
-        /* A full or unwritable cache costs speed, never correctness: the
-         * frame is still served from memory while it is held there. */
-        if (pfs_cache_put(e->cache, &j->key, data, len, &perr))
-            pfs_log(PFS_LOG_WARN, "cache: %s (frame %s is served uncached)", perr.msg,
-                    frame->relpath);
-        t_put = now_ms() - tp;
-    }
     if (rc == 0)
         pfs_log(PFS_LOG_DEBUG,
-                "rendered %s: decode %.1f ms, ops %.1f ms (%s), encode %.1f ms, cache put "
-                "%.1f ms, total %.1f ms",
+                "rendered %s: decode %.1f ms, ops %.1f ms (%s), encode %.1f ms, total %.1f ms",
                 frame->relpath, timing[0], timing[1], e->cl ? "opencl" : "reference",
-                timing[2], t_put, t_render + t_put);
+                timing[2], t_render);
 
     pthread_mutex_lock(&e->lock);
-    if (rc && !j->unlinked) {
-        /* Failed renders are not kept: the next read tries again (a source
-         * being copied in may be complete by then). */
-        j->readers--;
-        job_unlink(e, j);
+    if (rc == 0 && e->cache && e->has_storer && e->store.length < 2 * e->nthreads) {
+        /* The pin passes to the storer. */
+        queue_push(&e->store, j);
+        pthread_cond_signal(&e->store_wake);
+        pthread_mutex_unlock(&e->lock);
     } else {
-        job_unpin(j);
-        if (rc == 0)
-            jobs_trim(e);
+        pthread_mutex_unlock(&e->lock);
+        /* No storer, or it is behind: storing here holds this thread back,
+         * which keeps unstored frames from piling up in memory. */
+        if (rc == 0 && e->cache)
+            store_job(e, j);
+        pthread_mutex_lock(&e->lock);
+        if (rc && !j->unlinked) {
+            /* Failed renders are not kept: the next read tries again (a
+             * source being copied in may be complete by then). */
+            j->readers--;
+            job_unlink(e, j);
+        } else {
+            job_unpin(j);
+            if (rc == 0)
+                jobs_trim(e);
+        }
+        pthread_mutex_unlock(&e->lock);
     }
-    pthread_mutex_unlock(&e->lock);
 
     if (demanded && rc == 0 && e->readahead > 0)
         schedule_readahead(e, frame);
@@ -1225,6 +1274,7 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
     pthread_cond_init(&e->flusher_wake, NULL);
+    pthread_cond_init(&e->store_wake, NULL);
     int rc = pfs_clip_decoders_new(opts->clip_decoders > 0 ? opts->clip_decoders
                                                             : 2 * e->nthreads,
                                    &e->decoders, err);
@@ -1245,6 +1295,8 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     }
     if (e->cache && pthread_create(&e->flusher, NULL, flush_thread, e) == 0)
         e->has_flusher = true;
+    if (e->cache && pthread_create(&e->storer, NULL, store_thread, e) == 0)
+        e->has_storer = true;
     *out = e;
     return 0;
 }
@@ -1275,6 +1327,13 @@ void pfs_engine_close(struct pfs_engine *e)
     for (int i = 0; i < e->nthreads; i++)
         pthread_join(e->threads[i], NULL);
     free(e->threads);
+    if (e->has_storer) {
+        pthread_mutex_lock(&e->lock);
+        e->render_threads_done = true;
+        pthread_cond_signal(&e->store_wake);
+        pthread_mutex_unlock(&e->lock);
+        pthread_join(e->storer, NULL);
+    }
     if (e->has_flusher)
         pthread_join(e->flusher, NULL);
 
@@ -1305,6 +1364,7 @@ void pfs_engine_close(struct pfs_engine *e)
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);
     pthread_cond_destroy(&e->flusher_wake);
+    pthread_cond_destroy(&e->store_wake);
     free(e->dailies_root);
     free(e);
 }
