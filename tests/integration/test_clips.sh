@@ -22,6 +22,15 @@ if grep -q libx265 <<<"$encoders"; then
     enc -c:v libx265 -pix_fmt yuv420p10le -x265-params log-level=error "$DAILIES/B001/B001C003.mp4"
     have_x265=1
 fi
+# The hand-held clip of the shared footage (its licence keeps it out of the
+# repository): tested where the footage is, skipped elsewhere (CI).
+footage=${PFS_FOOTAGE_DIR:-$PFS_SOURCE_DIR/../shared/footage}
+handheld=$footage/video/imageio_cockatoo_yuv420.mp4
+if [ -f "$handheld" ]; then
+    cp "$handheld" "$DAILIES/B001/B001C004.mp4"
+else
+    echo "no shared footage at $footage: the hand-held clip is not tested"
+fi
 cat >"$RULES/B001C001.yaml" <<'YAML'
 shot: B001C001
 match: B001/B001C001.mov
@@ -83,6 +92,10 @@ cmpclip A002/A002C011.mp4 'A002/A002C011.mp4.frames/A002C011.%04d.exr' 1001 1280
 cmpclip A002/A002C012.mkv 'A002/A002C012.mkv.frames/A002C012.%04d.exr' 1001 640 480 bt601 pc
 cmpclip B001/B001C001.mov 'B001/B001C001.mov.frames/B001C001.%05d.exr' 86400 640 360
 cmpclip B001/B001C002.mxf 'B001/B001C002.mxf.frames/B001C002.%04d.exr' 1001 640 360
+if [ -f "$DAILIES/B001/B001C004.mp4" ]; then
+    check_count B001/B001C004.mp4 B001/B001C004.mp4.frames B001C004.1001.exr B001C004.1280.exr
+    cmpclip B001/B001C004.mp4 'B001/B001C004.mp4.frames/B001C004.%04d.exr' 1001 1280 720
+fi
 if [ $have_x265 = 1 ]; then
     cmpclip B001/B001C003.mp4 'B001/B001C003.mp4.frames/B001C003.%04d.exr' 1001 640 360
 else
