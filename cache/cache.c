@@ -956,35 +956,34 @@ int pfs_cache_clear(struct pfs_cache *c, pfs_error *err)
     return rc ? lmdb_error(c->dir, rc, err, "clearing the cache") : 0;
 }
 
-/* Named records dst lacks (clip indexes): their names carry what they
- * describe, so one dst already has is the same record. */
-static int merge_records(struct pfs_cache *dst, struct pfs_cache *src, pfs_error *err)
+/* What merging does with one record of src's table: copy it into dst or
+ * count it as present there. Returns 0 or an error (stops the walk). */
+struct merge {
+    struct pfs_cache *dst;
+    uint64_t copied, present;
+    pfs_error *err;
+};
+typedef int (*merge_fn)(struct merge *m, const MDB_val *k, const MDB_val *d);
+
+/* Calls fn for every record of src's table dbi, inside one read
+ * transaction: values go straight from src's map into dst's puts. */
+static int merge_walk(struct pfs_cache *src, int dbi, merge_fn fn, struct merge *m)
 {
     MDB_txn *txn;
     int rc = rtxn_get(src, &txn);
     if (rc)
-        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+        return lmdb_error(src->dir, rc, m->err, "reading the cache to merge");
     MDB_cursor *cur;
-    rc = mdb_cursor_open(txn, src->dbi[DBI_META], &cur);
+    rc = mdb_cursor_open(txn, src->dbi[dbi], &cur);
     if (rc) {
         rtxn_put(src, txn);
-        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
+        return lmdb_error(src->dir, rc, m->err, "reading the cache to merge");
     }
     MDB_val k, d;
     int mrc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
     int out = 0;
     while (mrc == 0 && out == 0) {
-        char name[512];
-        if (k.mv_size > 0 && k.mv_size < sizeof name) {
-            memcpy(name, k.mv_data, k.mv_size);
-            name[k.mv_size] = '\0';
-            void *have = NULL;
-            size_t have_len;
-            int g = pfs_cache_meta_get(dst, name, &have, &have_len, NULL);
-            free(have);
-            if (g == ENOENT)
-                out = pfs_cache_meta_put(dst, name, d.mv_data, d.mv_size, err);
-        }
+        out = fn(m, &k, &d);
         mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
     }
     mdb_cursor_close(cur);
@@ -992,50 +991,53 @@ static int merge_records(struct pfs_cache *dst, struct pfs_cache *src, pfs_error
     if (out)
         return out;
     if (mrc != MDB_NOTFOUND)
-        return lmdb_error(src->dir, mrc, err, "reading the cache to merge");
+        return lmdb_error(src->dir, mrc, m->err, "reading the cache to merge");
     return 0;
+}
+
+static int merge_frame(struct merge *m, const MDB_val *k, const MDB_val *d)
+{
+    struct pfs_cache_key key;
+    if (k->mv_size != sizeof key.b)
+        return 0;
+    memcpy(key.b, k->mv_data, sizeof key.b);
+    uint64_t size;
+    if (pfs_cache_size(m->dst, &key, &size, NULL) == 0) {
+        m->present++;
+        return 0;
+    }
+    int rc = pfs_cache_put(m->dst, &key, d->mv_data, d->mv_size, m->err);
+    if (rc == 0)
+        m->copied++;
+    return rc;
+}
+
+/* A named record (a clip index) dst lacks: its name carries what it
+ * describes, so one dst already has is the same record. */
+static int merge_record(struct merge *m, const MDB_val *k, const MDB_val *d)
+{
+    char name[512];
+    if (k->mv_size == 0 || k->mv_size >= sizeof name)
+        return 0;
+    memcpy(name, k->mv_data, k->mv_size);
+    name[k->mv_size] = '\0';
+    void *have = NULL;
+    size_t have_len;
+    int rc = pfs_cache_meta_get(m->dst, name, &have, &have_len, NULL);
+    free(have);
+    return rc == ENOENT ? pfs_cache_meta_put(m->dst, name, d->mv_data, d->mv_size, m->err) : 0;
 }
 
 int pfs_cache_merge(struct pfs_cache *dst, struct pfs_cache *src, uint64_t *copied,
                     uint64_t *present, pfs_error *err)
 {
-    *copied = *present = 0;
-    MDB_txn *txn;
-    int rc = rtxn_get(src, &txn);
-    if (rc)
-        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
-    MDB_cursor *cur;
-    rc = mdb_cursor_open(txn, src->dbi[DBI_FRAMES], &cur);
-    if (rc) {
-        rtxn_put(src, txn);
-        return lmdb_error(src->dir, rc, err, "reading the cache to merge");
-    }
-    /* Values are put straight from src's map into dst's: one copy. */
-    MDB_val k, d;
-    int mrc = mdb_cursor_get(cur, &k, &d, MDB_FIRST);
-    int out = 0;
-    while (mrc == 0 && out == 0) {
-        struct pfs_cache_key key;
-        if (k.mv_size == sizeof key.b) {
-            memcpy(key.b, k.mv_data, sizeof key.b);
-            uint64_t size;
-            if (pfs_cache_size(dst, &key, &size, NULL) == 0) {
-                (*present)++;
-            } else {
-                out = pfs_cache_put(dst, &key, d.mv_data, d.mv_size, err);
-                if (out == 0)
-                    (*copied)++;
-            }
-        }
-        mrc = mdb_cursor_get(cur, &k, &d, MDB_NEXT);
-    }
-    mdb_cursor_close(cur);
-    rtxn_put(src, txn);
-    if (out)
-        return out;
-    if (mrc != MDB_NOTFOUND)
-        return lmdb_error(src->dir, mrc, err, "reading the cache to merge");
-    return merge_records(dst, src, err);
+    struct merge m = {.dst = dst, .err = err};
+    int rc = merge_walk(src, DBI_FRAMES, merge_frame, &m);
+    if (rc == 0)
+        rc = merge_walk(src, DBI_META, merge_record, &m);
+    *copied = m.copied;
+    *present = m.present;
+    return rc;
 }
 
 int pfs_cache_destroy(const char *dir, pfs_error *err)

@@ -31,29 +31,11 @@
 #include <xxhash.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "engine/clip.h"
 
 static char tmpdir[256];
 static char sample[1024], dog[1024], walk[1024];
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return st == -1 ? -1 : WEXITSTATUS(st);
-}
 
 static FILE *popen_f(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static FILE *popen_f(const char *fmt, ...)

@@ -25,14 +25,8 @@
 #include <libavutil/pixdesc.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "engine/colour.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* xorshift64*: reproducible noise without touching rand()'s state. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;

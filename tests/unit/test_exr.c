@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "testutil.h"
 #include "engine/exr.h"
 
 static char tmpdir[256];
@@ -38,25 +39,6 @@ static const char *footage_dir(void)
     const char *env = getenv("PFS_FOOTAGE_DIR");
     snprintf(dir, sizeof dir, "%s", env ? env : "/work/shared/footage");
     return dir;
-}
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return st == -1 ? -1 : WEXITSTATUS(st);
 }
 
 static char *tmp_path(const char *name)
