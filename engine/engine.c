@@ -35,6 +35,7 @@
 #include "cl/cl.h"
 #include "engine/colour.h"
 #include "engine/engine_clips.h"
+#include "engine/engine_refs.h"
 #include "engine/exr.h"
 #include "engine/op.h"
 #include "rules/rules.h"
@@ -47,8 +48,17 @@
 #define PFS_MODEL_VERSION "none"
 
 #define FRAME_TABLE_BUCKETS 4096
-#define MAX_ATTRS 16
+#define PFS_MAX_OP_ATTRS PFS_MAX_OPS
+#define MAX_ATTRS (16 + PFS_MAX_OP_ATTRS)
 #define MAX_HELD_JOBS 256
+
+/* The frame an op of this frame compares against (relight's match). */
+struct frame_ref {
+    int frame_no;    /* in the shot's numbering; -1: the op has none */
+    char *relpath;   /* an EXR sequence's frame; NULL for a clip's */
+    int64_t clip_index;
+    char *key;       /* names the reference's pixels: source, version, frame */
+};
 
 struct pfs_frame {
     atomic_int refs;
@@ -68,6 +78,8 @@ struct pfs_frame {
     struct pfs_colour colour;
     struct pfs_exr_attr attrs[MAX_ATTRS]; /* names static, values owned */
     int nattrs;
+    struct frame_ref *op_refs; /* one per op, or NULL when no op has one */
+    int fitted_attr;           /* index of platefs/fitted in attrs, or -1 */
     uint64_t size;
     struct pfs_cache_key key;
     int error;       /* set when src is NULL */
@@ -112,6 +124,7 @@ struct pfs_engine {
     struct pfs_cl *cl;
     struct clip_table *clips;
     struct pfs_clip_decoders *decoders;
+    struct ref_cache *refs;
     int nthreads;
     int readahead;
     uint64_t memory_budget;
@@ -172,10 +185,20 @@ static char *xasprintf(const char *fmt, ...)
     return s;
 }
 
+static int frame_nops(const struct pfs_frame *f)
+{
+    return f->ops ? f->ops->nops : 0;
+}
+
 static void frame_free(struct pfs_frame *f)
 {
     for (int i = 0; i < f->nattrs; i++)
         free((char *)f->attrs[i].value);
+    for (int i = 0; f->op_refs && i < frame_nops(f); i++) {
+        free(f->op_refs[i].relpath);
+        free(f->op_refs[i].key);
+    }
+    free(f->op_refs);
     pfs_exr_source_free(f->src);
     pfs_frame_ops_free(f->ops);
     clip_release(f->clip);
@@ -222,6 +245,9 @@ static void frame_compute_key(struct pfs_frame *f)
                      (long long)f->src_size, 0, (long long)f->src_mtime);
     XXH3_128bits_update(st, ident, (size_t)n + 1);
     XXH3_128bits_update(st, f->relpath, strlen(f->relpath) + 1);
+    for (int i = 0; f->op_refs && i < frame_nops(f); i++)
+        if (f->op_refs[i].key)
+            XXH3_128bits_update(st, f->op_refs[i].key, strlen(f->op_refs[i].key) + 1);
     for (int i = 0; i < f->nattrs; i++) {
         XXH3_128bits_update(st, f->attrs[i].name, strlen(f->attrs[i].name) + 1);
         XXH3_128bits_update(st, f->attrs[i].value, strlen(f->attrs[i].value) + 1);
@@ -231,11 +257,6 @@ static void frame_compute_key(struct pfs_frame *f)
     XXH128_canonical_t canon;
     XXH128_canonicalFromHash(&canon, h);
     memcpy(f->key.b, canon.digest, sizeof f->key.b);
-}
-
-static int frame_nops(const struct pfs_frame *f)
-{
-    return f->ops ? f->ops->nops : 0;
 }
 
 static struct pfs_frame *frame_new(struct pfs_engine *e, const char *relpath,
@@ -253,7 +274,77 @@ static struct pfs_frame *frame_new(struct pfs_engine *e, const char *relpath,
     f->src_mtime_ns = st->st_mtim.tv_nsec;
     f->rules_gen = gen;
     f->rules = pfs_ruleset_ref(rules);
+    f->fitted_attr = -1;
     return f;
+}
+
+/*
+ * The reference frames the frame's ops compare against, found before any
+ * pixel is read: a missing reference is the frame's error, named, and each
+ * reference's version enters the cache key. In an EXR sequence the
+ * reference is the file numbered like it in the same folder; in a clip, the
+ * clip's frame of that number. The reference need not lie in the shot's
+ * `frames:` range (a clean frame just outside it is a fine reference).
+ */
+static int frame_find_refs(struct pfs_engine *e, struct pfs_frame *f, pfs_error *err)
+{
+    for (int i = 0; i < frame_nops(f); i++) {
+        const struct pfs_resolved_op *op = &f->ops->ops[i];
+        int ref = op->desc->reference ? op->desc->reference(op->vals) : -1;
+        if (ref < 0)
+            continue;
+        if (!f->op_refs)
+            f->op_refs = calloc((size_t)frame_nops(f), sizeof *f->op_refs);
+        if (!f->op_refs)
+            abort();
+        struct frame_ref *r = &f->op_refs[i];
+        r->frame_no = ref;
+        if (f->clip) {
+            const struct pfs_clip_source *src = pfs_shot_source(f->shot);
+            int64_t index = (int64_t)ref - clip_first_frame(f->clip, src);
+            int64_t n = pfs_clip_index_info(f->clip->idx)->nframes;
+            if (index < 0 || index >= n)
+                return pfs_error_set(err, EINVAL,
+                                     "%s: %s: reference frame %d is not a frame of %s (its "
+                                     "frames are %" PRId64 "-%" PRId64 ")",
+                                     f->relpath, op->desc->name, ref, f->clip->relpath,
+                                     clip_first_frame(f->clip, src),
+                                     clip_first_frame(f->clip, src) + n - 1);
+            r->clip_index = index;
+            r->key = xasprintf("clip|%s|%lld|%lld.%09ld|%" PRId64 "|%d,%d,%d,%d",
+                               f->clip->relpath, (long long)f->src_size,
+                               (long long)f->src_mtime, (long)f->src_mtime_ns, index,
+                               (int)f->colour.matrix, (int)f->colour.range,
+                               (int)f->colour.transfer, (int)f->colour.primaries);
+            continue;
+        }
+        char rel[4096];
+        struct stat st;
+        if (!pfs_rules_frame_path(f->relpath, ref, rel, sizeof rel))
+            return pfs_error_set(err, EINVAL, "%s: %s: cannot name reference frame %d beside it",
+                                 f->relpath, op->desc->name, ref);
+        char *path = xasprintf("%s/%s", e->dailies_root, rel);
+        int rc = stat(path, &st) ? errno : S_ISREG(st.st_mode) ? 0 : EISDIR;
+        free(path);
+        if (rc)
+            return pfs_error_set(err, EINVAL, "%s: %s: reference frame %d (%s) cannot be "
+                                 "read: %s", f->relpath, op->desc->name, ref, rel,
+                                 strerror(rc));
+        r->relpath = xstrdup(rel);
+        r->key = xasprintf("exr|%s|%lld|%lld.%09ld", rel, (long long)st.st_size,
+                           (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+    }
+    return 0;
+}
+
+/* Width of the platefs/fitted attribute: each op's note, " | " between. */
+static size_t fitted_width(const struct pfs_frame *f)
+{
+    size_t w = 0;
+    for (int i = 0; f->op_refs && i < frame_nops(f); i++)
+        if (f->op_refs[i].frame_no >= 0 && f->op_refs[i].key)
+            w += (w ? 3 : 0) + (size_t)f->ops->ops[i].desc->note_width;
+    return w;
 }
 
 /* The provenance every corrected frame carries about its shot. */
@@ -262,8 +353,29 @@ static void frame_add_shot_attrs(struct pfs_frame *f)
     frame_add_attr(f, "platefs/shot", xstrdup(pfs_shot_name(f->shot)));
     frame_add_attr(f, "platefs/ruleFile", xstrdup(pfs_shot_file(f->shot)));
     frame_add_attr(f, "platefs/ruleHash", xstrdup(pfs_shot_hash(f->shot)));
-    frame_add_attr(f, "platefs/ops", xstrdup(f->ops->canonical));
+    /* One attribute per op: see pfs_resolved_op.text. */
+    static const char *const op_names[PFS_MAX_OP_ATTRS] = {
+        "platefs/op1",  "platefs/op2",  "platefs/op3",  "platefs/op4",
+        "platefs/op5",  "platefs/op6",  "platefs/op7",  "platefs/op8",
+        "platefs/op9",  "platefs/op10", "platefs/op11", "platefs/op12",
+        "platefs/op13", "platefs/op14", "platefs/op15", "platefs/op16",
+    };
+    for (int i = 0; i < frame_nops(f) && i < PFS_MAX_OP_ATTRS; i++)
+        frame_add_attr(f, op_names[i], xstrdup(f->ops->ops[i].text));
     frame_add_attr(f, "platefs/opsHash", xstrdup(f->ops->hash));
+    /* What ops fit at render time is only known then, but the header's size
+     * is promised now: the attribute is reserved at its fixed width and
+     * filled in by the render. */
+    size_t w = fitted_width(f);
+    if (w) {
+        char *blank = malloc(w + 1);
+        if (!blank)
+            abort();
+        memset(blank, ' ', w);
+        blank[w] = '\0';
+        f->fitted_attr = f->nattrs;
+        frame_add_attr(f, "platefs/fitted", blank);
+    }
 }
 
 /* Output size, or the frame's error: a frame whose source cannot be read is
@@ -296,6 +408,8 @@ static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
     pfs_error err;
     pfs_error_clear(&err);
     int rc = pfs_shot_resolve(shot, frame_no, &f->ops, &err);
+    if (rc == 0)
+        rc = frame_find_refs(e, f, &err);
     if (rc == 0)
         rc = pfs_exr_probe(f->path, &f->src, &err);
     if (rc == 0) {
@@ -371,6 +485,8 @@ static struct pfs_frame *clip_frame_build(struct pfs_engine *e, const char *relp
         if (rc)
             pfs_error_prefix(&err, "%s", c->relpath);
     }
+    if (rc == 0 && f->shot)
+        rc = frame_find_refs(e, f, &err);
     if (rc == 0) {
         struct pfs_exr_video_header h = {
             .width = in->width,
@@ -706,6 +822,93 @@ static int frame_decode(struct pfs_engine *e, const struct pfs_frame *f, struct 
     return rc;
 }
 
+struct ref_decode {
+    struct pfs_engine *e;
+    const struct pfs_frame *f;
+    const struct frame_ref *r;
+};
+
+static int decode_reference(void *ud, struct pfs_image *img, pfs_error *err)
+{
+    const struct ref_decode *d = ud;
+    if (!d->r->relpath) {
+        struct AVFrame *pic = NULL;
+        int rc = pfs_clip_decode(d->e->decoders, d->f->clip->idx, d->r->clip_index, &pic, err);
+        if (rc == 0)
+            rc = pfs_colour_to_linear(pic, &d->f->colour, img, err);
+        av_frame_free(&pic);
+        return rc;
+    }
+    char *path = xasprintf("%s/%s", d->e->dailies_root, d->r->relpath);
+    struct pfs_exr_source *src = NULL;
+    int rc = pfs_exr_probe(path, &src, err);
+    if (rc == 0)
+        rc = pfs_exr_decode(src, img, err);
+    pfs_exr_source_free(src);
+    free(path);
+    return rc;
+}
+
+/* Every op's uniforms for this frame, from the decoded pixels (and the
+ * decoded reference frames of ops that have one); ops that fit themselves
+ * write their notes into fitted, the platefs/fitted attribute's value. */
+static int prepare_ops(struct pfs_engine *e, const struct pfs_frame *f,
+                       const struct pfs_image *img, void **uniforms, char *fitted,
+                       pfs_error *err)
+{
+    size_t used = 0;
+    for (int i = 0; i < frame_nops(f); i++) {
+        const struct pfs_resolved_op *op = &f->ops->ops[i];
+        const struct pfs_op_desc *d = op->desc;
+        if (d->reads_before || d->reads_after)
+            return pfs_error_set(err, ENOTSUP, "%s: op %s reads neighbouring frames, which "
+                                 "this engine does not provide yet", f->relpath, d->name);
+        uniforms[i] = calloc(1, d->uniforms_size ? d->uniforms_size : 1);
+        if (!uniforms[i])
+            return ENOMEM;
+        struct pfs_op_frame in = {.frame = img, .reference_frame = -1};
+        const struct frame_ref *r = f->op_refs ? &f->op_refs[i] : NULL;
+        char *note = NULL;
+        if (r && r->key) {
+            struct ref_decode rd = {e, f, r};
+            int rc = ref_cache_get(e->refs, r->key, decode_reference, &rd, &in.reference, err);
+            if (rc) {
+                pfs_error_prefix(err, "%s: %s: reference frame %d", f->relpath, d->name,
+                                 r->frame_no);
+                return rc == ENOMEM ? rc : EIO;
+            }
+            in.reference_frame = r->frame_no;
+            note = calloc(1, (size_t)d->note_width + 1);
+            if (!note) {
+                ref_cache_release(e->refs, in.reference);
+                return ENOMEM;
+            }
+            in.note = note;
+        }
+        int rc = d->prepare(op->vals, &in, uniforms[i], err);
+        ref_cache_release(e->refs, in.reference);
+        if (rc == 0 && note) {
+            /* Exactly note_width characters, whatever the op wrote. */
+            size_t n = strnlen(note, (size_t)d->note_width);
+            memset(note + n, ' ', (size_t)d->note_width - n);
+            while (n > 0 && note[n - 1] == ' ')
+                n--; /* the log line without the padding */
+            if (used)
+                memcpy(fitted + used, " | ", 3), used += 3;
+            memcpy(fitted + used, note, (size_t)d->note_width);
+            used += (size_t)d->note_width;
+            pfs_log(PFS_LOG_INFO, "%s: %.*s", f->relpath, (int)n, note);
+        }
+        free(note);
+        if (rc) {
+            if (err && err->code && !strstr(err->msg, f->relpath))
+                pfs_error_prefix(err, "%s", f->relpath);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t **out,
                         size_t *len, double timing[3], pfs_error *err)
 {
@@ -723,21 +926,20 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
 
     int nops = frame_nops(f);
     void **uniforms = calloc((size_t)nops + 1, sizeof *uniforms);
+    struct pfs_exr_attr attrs[MAX_ATTRS];
+    memcpy(attrs, f->attrs, sizeof attrs);
+    char *fitted = NULL;
     if (!uniforms)
         rc = ENOMEM;
-    for (int i = 0; i < nops && rc == 0; i++) {
-        const struct pfs_resolved_op *op = &f->ops->ops[i];
-        if (op->desc->reads_before || op->desc->reads_after) {
-            rc = pfs_error_set(err, ENOTSUP, "%s: op %s reads neighbouring frames, which "
-                               "this engine does not provide yet", f->relpath, op->desc->name);
-            break;
-        }
-        uniforms[i] = calloc(1, op->desc->uniforms_size ? op->desc->uniforms_size : 1);
-        if (!uniforms[i])
+    if (rc == 0 && f->fitted_attr >= 0) {
+        fitted = strdup(f->attrs[f->fitted_attr].value);
+        if (!fitted)
             rc = ENOMEM;
         else
-            rc = op->desc->prepare(op->vals, &img, uniforms[i], err);
+            attrs[f->fitted_attr].value = fitted;
     }
+    if (rc == 0)
+        rc = prepare_ops(e, f, &img, uniforms, fitted, err);
     if (rc == 0 && nops > 0) {
         if (e->cl) {
             pfs_cl_lock(e->cl);
@@ -753,8 +955,9 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
     double t2 = now_ms();
 
     if (rc == 0)
-        rc = pfs_exr_encode(f->src, f->attrs, f->nattrs, &img, out, len, err);
+        rc = pfs_exr_encode(f->src, attrs, f->nattrs, &img, out, len, err);
     pfs_image_free(&img);
+    free(fitted);
     double t3 = now_ms();
     if (rc == 0 && *len != f->size) {
         /* The size promised to stat is a contract with every reader. */
@@ -1270,6 +1473,10 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     e->rules = rules ? pfs_ruleset_ref(rules) : NULL;
     e->rules_gen = 1;
     e->clips = clip_table_new(e->dailies_root, e->cache);
+    /* Two per render thread: each may be matching a different shot. */
+    e->refs = ref_cache_new(2 * (e->nthreads > 0 ? e->nthreads : 1));
+    if (!e->refs)
+        abort();
 
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->work, NULL);
@@ -1360,6 +1567,7 @@ void pfs_engine_close(struct pfs_engine *e)
     }
     pfs_clip_decoders_free(e->decoders);
     clip_table_free(e->clips);
+    ref_cache_free(e->refs);
     pfs_ruleset_unref(e->rules);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);

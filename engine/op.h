@@ -82,6 +82,23 @@ struct pfs_op_cl_io {
     struct pfs_cl_image *dst;
 };
 
+/*
+ * What prepare sees of the frame. frame is the frame's pixels as decoded,
+ * before any op of the chain (an op that fits itself to the image, like
+ * relight's match, fits the plate as shot). reference is the decoded
+ * reference frame when desc->reference names one, else NULL. An op with a
+ * reference writes what it fitted into note, a line of exactly
+ * desc->note_width characters (the engine pads it), which becomes the
+ * platefs/fitted attribute: the header's size is promised before rendering,
+ * so the note's width is fixed.
+ */
+struct pfs_op_frame {
+    const struct pfs_image *frame;
+    const struct pfs_image *reference;
+    int reference_frame;
+    char *note;       /* desc->note_width + 1 bytes, or NULL without a reference */
+};
+
 struct pfs_op_desc {
     const char *name;
     const char *summary;
@@ -94,9 +111,23 @@ struct pfs_op_desc {
     /* Optional checks across parameters; called by the rules module with the
      * values at one frame. Returns 0 or EINVAL with a message. */
     int (*validate)(const pfs_pvec *vals, pfs_error *err);
+    /* Warnings for `platefs check`, with the values at one frame (every
+     * keyed frame is checked): writes a sentence into msg, or leaves it
+     * empty. A warning never stops a rule from loading. Optional. */
+    void (*advise)(const pfs_pvec *vals, char *msg, size_t size);
+    /* The frame this op compares the rendered frame against, in the shot's
+     * numbering, or -1 for none. Optional (none). */
+    int (*reference)(const pfs_pvec *vals);
+    int note_width; /* with a reference: the width of the note prepare writes */
+    /* The display-window box {x0, y0, x1, y1} (pixel edges) that a
+     * PFS_OP_LOCAL_SYNTH op changes at one frame, so `platefs check` can
+     * refuse overlaps with protected regions. Returns false when the op may
+     * change any pixel of the frame. Optional for LOCAL_SYNTH ops (whole
+     * frame); unused for the other kinds. */
+    bool (*extent)(const pfs_pvec *vals, double box[4]);
     /* Turns the frame's parameter values into uniforms (size uniforms_size). */
-    int (*prepare)(const pfs_pvec *vals, const struct pfs_image *frame,
-                   void *uniforms, pfs_error *err);
+    int (*prepare)(const pfs_pvec *vals, const struct pfs_op_frame *in, void *uniforms,
+                   pfs_error *err);
     /* The C reference implementation: plain, obviously correct, the oracle
      * the OpenCL path is tested against. */
     int (*run_cpu)(const void *uniforms, const struct pfs_op_io *io, pfs_error *err);

@@ -112,6 +112,31 @@ struct conflict {
     int count;
 };
 
+/* An op's reference frame (relight's match) must be a frame of the shot's
+ * EXR sequence; it may lie outside the `frames:` range. A clip's frame count
+ * is only known from its index, so for clips the engine checks at render. */
+static void check_references(struct rules_loader *L, const struct pfs_shot *s)
+{
+    if (!s->seq_any)
+        return;
+    for (int i = 0; i < s->nops; i++) {
+        const struct rules_op *op = &s->ops[i];
+        const struct pfs_op_desc *d = op->desc;
+        if (!d->reference)
+            continue;
+        pfs_pvec vals[64];
+        if (d->nparams > 64)
+            continue;
+        for (int p = 0; p < d->nparams; p++)
+            rules_param_at(&op->params[p], &d->params[p], s->seq_min, vals[p]);
+        int ref = d->reference(vals);
+        if (ref >= 0 && (ref < s->seq_min || ref > s->seq_max))
+            rules_diag(L, PFS_DIAG_ERROR, s->path, op->line, op->col,
+                       "%s: reference frame %d is not a frame of this shot's files (they are "
+                       "numbered %d-%d)", d->name, ref, s->seq_min, s->seq_max);
+    }
+}
+
 void rules_check_dailies(struct rules_loader *L, const char *root,
                          struct pfs_shot *const *shots, int nshots)
 {
@@ -137,6 +162,7 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
         shots[i]->frame_min = 0;
         shots[i]->frame_max = 0;
         shots[i]->nclips = 0;
+        shots[i]->seq_any = false;
     }
     for (size_t f = 0; f < ps.n; f++) {
         const char *path = ps.v[f];
@@ -155,6 +181,13 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
                 if (fnmatch(s->globs[g].pat, path, FNM_PATHNAME) != 0)
                     continue;
                 s->globs[g].nfiles++;
+                if (is_frame) {
+                    if (!s->seq_any || frame < s->seq_min)
+                        s->seq_min = frame;
+                    if (!s->seq_any || frame > s->seq_max)
+                        s->seq_max = frame;
+                    s->seq_any = true;
+                }
                 if (is_clip)
                     s->globs[g].nclips++;
                 else if (in_range)
@@ -232,6 +265,8 @@ void rules_check_dailies(struct rules_loader *L, const char *root,
                            rg->nfiles == 1 ? "" : "s");
         }
     }
+    for (int i = 0; i < nshots; i++)
+        check_references(L, shots[i]);
 done:
     free(cf);
 out:

@@ -53,10 +53,15 @@ struct rules_op {
 
 struct rules_protect {
     int shape; /* PFS_PROTECT_RECT or PFS_PROTECT_ELLIPSE */
-    double a[4]; /* as written: [x0, y0, x1, y1] or [cx, cy, rx, ry] */
+    /* Keys of [x0, y0, x1, y1] or [cx, cy, rx, ry], as written. */
+    struct rules_param box;
     bool ranged;
     int first, last;
+    int line, col; /* of the region's list item */
 };
+
+/* The parameters a protect region's shape is read as: rect, then ellipse. */
+extern const struct pfs_param_desc rules_protect_params[2];
 
 struct rules_glob {
     const char *pat;
@@ -86,6 +91,8 @@ struct pfs_shot {
     bool checked;
     int nfiles, frame_min, frame_max;
     int nclips; /* camera clips the shot owns */
+    bool seq_any; /* an EXR frame matched a glob, in range or not ... */
+    int seq_min, seq_max; /* ... and the numbers they span */
 };
 
 struct pfs_ruleset {

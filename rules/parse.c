@@ -76,6 +76,17 @@ static void pwarn(struct pctx *P, const yaml_node_t *n, const char *fmt, ...)
     va_end(ap);
 }
 
+static void pdiag_at(struct pctx *P, enum pfs_diag_severity sev, int line, int col,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void pdiag_at(struct pctx *P, enum pfs_diag_severity sev, int line, int col,
+                     const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pvdiag(P, sev, line, col, fmt, ap);
+    va_end(ap);
+}
+
 static void *palloc(struct pctx *P, size_t size)
 {
     void *p = rules_arena_alloc(P->L->arena, size);
@@ -371,66 +382,6 @@ static bool number_list(struct pctx *P, const yaml_node_t *n, int count, double 
     return true;
 }
 
-static void parse_protect(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
-{
-    char buf[128];
-    if (n->type != YAML_SEQUENCE_NODE) {
-        perr(P, n, "\"protect\" must be a list of regions like - rect: [x0, y0, x1, y1], "
-                   "got %s", describe(P, n, buf, sizeof buf));
-        return;
-    }
-    s->protect = palloc(P, (size_t)(ITEMS(n) + 1) * sizeof *s->protect);
-    if (!s->protect)
-        return;
-    for (int i = 0; i < ITEMS(n); i++) {
-        yaml_node_t *item = ITEM(P, n, i);
-        if (item->type != YAML_MAPPING_NODE) {
-            perr(P, item, "each protect region is a mapping like rect: [x0, y0, x1, y1] or "
-                          "ellipse: [cx, cy, rx, ry], got %s",
-                 describe(P, item, buf, sizeof buf));
-            continue;
-        }
-        struct rules_protect r = {.shape = -1};
-        int errors = P->errors;
-        for (int k = 0; k < PAIRS(item); k++) {
-            if (!key_ok(P, item, k, "protect"))
-                continue;
-            yaml_node_t *key = node_at(P, PAIR(item, k)->key);
-            yaml_node_t *val = node_at(P, PAIR(item, k)->value);
-            const char *name = stext(key);
-            if (!strcmp(name, "rect") || !strcmp(name, "ellipse")) {
-                bool rect = name[0] == 'r';
-                if (r.shape != -1) {
-                    perr(P, key, "a protect region has one shape; put the %s in its own "
-                                 "list item", name);
-                    continue;
-                }
-                r.shape = rect ? PFS_PROTECT_RECT : PFS_PROTECT_ELLIPSE;
-                if (!number_list(P, val, 4, r.a)) {
-                    perr(P, val, "protect: \"%s\" must be 4 numbers %s in pixels, got %s",
-                         name, rect ? "[x0, y0, x1, y1]" : "[cx, cy, rx, ry]",
-                         describe(P, val, buf, sizeof buf));
-                } else if (rect && (r.a[2] < r.a[0] || r.a[3] < r.a[1])) {
-                    perr(P, val, "protect: rect [x0, y0, x1, y1] needs x0 <= x1 and "
-                                 "y0 <= y1 (top-left corner first)");
-                } else if (!rect && (r.a[2] <= 0 || r.a[3] <= 0)) {
-                    perr(P, val, "protect: ellipse [cx, cy, rx, ry] needs radii above 0");
-                }
-            } else if (!strcmp(name, "frames")) {
-                r.ranged = parse_range(P, val, "protect: \"frames\"", &r.first, &r.last);
-            } else {
-                perr(P, key, "protect: unknown key \"%s\"; a region takes rect, ellipse and "
-                             "frames", name);
-            }
-        }
-        if (r.shape == -1 && P->errors == errors)
-            perr(P, item, "protect: this region has no shape; add rect: [x0, y0, x1, y1] or "
-                          "ellipse: [cx, cy, rx, ry]");
-        if (P->errors == errors)
-            s->protect[s->nprotect++] = r;
-    }
-}
-
 /* ---- source: how a camera clip becomes frames ------------------------------ */
 
 struct colour_key {
@@ -586,8 +537,17 @@ static bool parse_value(struct pctx *P, const struct opctx *O,
     }
     case PFS_PARAM_VEC: {
         if (!number_list(P, n, pd->ncomp, out)) {
-            perr(P, n, "%s: \"%s\"%s must be a list of %d numbers [a, b%s]%s, got %s", name,
-                 pd->name, at, pd->ncomp, pd->ncomp == 2 ? "" : pd->ncomp == 3 ? ", c" : ", c, d",
+            /* A help text that starts with the components' names is the best
+             * description of the list: "[x0, y0, x1, y1]". */
+            char form[64];
+            if (pd->help && pd->help[0] == '[')
+                snprintf(form, sizeof form, "%s", pd->help);
+            else
+                snprintf(form, sizeof form, "[a, b%s]",
+                         pd->ncomp == 2 ? "" : pd->ncomp == 3 ? ", c" : ", c, d");
+            perr(P, n, "%s: \"%s\"%s must be a list of %d numbers %s%s%s%s, got %s", name,
+                 pd->name, at, pd->ncomp, form, pd->unit ? " in " : "",
+                 pd->unit ? unit_words(pd->unit) : "",
                  pd->keyframable && !in_key ? " or keyframes {frame: [...]}" : "",
                  describe(P, n, buf, sizeof buf));
             return false;
@@ -788,6 +748,100 @@ static void walk_params(struct pctx *P, const struct opctx *O, const char *prefi
     }
 }
 
+/* ---- protect: regions no local op may touch ------------------------------- */
+
+/* A region's shape is a parameter like an op's, so it is keyframed, checked
+ * and reported by the same code. */
+const struct pfs_param_desc rules_protect_params[2] = {
+    {.name = "rect", .type = PFS_PARAM_VEC, .ncomp = 4, .min = -1e6, .max = 1e6,
+     .keyframable = true, .unit = "px", .help = "[x0, y0, x1, y1]"},
+    {.name = "ellipse", .type = PFS_PARAM_VEC, .ncomp = 4, .min = -1e6, .max = 1e6,
+     .keyframable = true, .unit = "px", .help = "[cx, cy, rx, ry]"},
+};
+static const struct pfs_op_desc protect_desc = {
+    .name = "protect",
+    .params = rules_protect_params,
+    .nparams = 2,
+};
+
+static void check_protect_keys(struct pctx *P, const struct rules_protect *r)
+{
+    for (int k = 0; k < r->box.nkeys; k++) {
+        const struct rules_key *key = &r->box.keys[k];
+        const double *a = key->v;
+        char at[48] = "";
+        if (r->box.keyed)
+            snprintf(at, sizeof at, " at frame %d", key->frame);
+        if (r->shape == PFS_PROTECT_RECT && (a[2] < a[0] || a[3] < a[1]))
+            pdiag_at(P, PFS_DIAG_ERROR, key->line, key->col,
+                   "protect: rect [x0, y0, x1, y1]%s needs x0 <= x1 and y0 <= y1 (top-left "
+                   "corner first)", at);
+        else if (r->shape == PFS_PROTECT_ELLIPSE && (a[2] <= 0 || a[3] <= 0))
+            pdiag_at(P, PFS_DIAG_ERROR, key->line, key->col,
+                   "protect: ellipse [cx, cy, rx, ry]%s needs radii above 0", at);
+    }
+}
+
+static void parse_protect(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
+{
+    char buf[128];
+    if (n->type != YAML_SEQUENCE_NODE) {
+        perr(P, n, "\"protect\" must be a list of regions like - rect: [x0, y0, x1, y1], "
+                   "got %s", describe(P, n, buf, sizeof buf));
+        return;
+    }
+    s->protect = palloc(P, (size_t)(ITEMS(n) + 1) * sizeof *s->protect);
+    if (!s->protect)
+        return;
+    for (int i = 0; i < ITEMS(n); i++) {
+        yaml_node_t *item = ITEM(P, n, i);
+        if (item->type != YAML_MAPPING_NODE) {
+            perr(P, item, "each protect region is a mapping like rect: [x0, y0, x1, y1] or "
+                          "ellipse: [cx, cy, rx, ry], got %s",
+                 describe(P, item, buf, sizeof buf));
+            continue;
+        }
+        struct rules_protect r = {.shape = -1,
+                                  .line = (int)item->start_mark.line + 1,
+                                  .col = (int)item->start_mark.column + 1};
+        struct rules_param shapes[2] = {{0}};
+        struct rules_op op = {.desc = &protect_desc, .params = shapes};
+        struct opctx O = {.desc = &protect_desc, .op = &op};
+        int errors = P->errors;
+        for (int k = 0; k < PAIRS(item); k++) {
+            if (!key_ok(P, item, k, "protect"))
+                continue;
+            yaml_node_t *key = node_at(P, PAIR(item, k)->key);
+            yaml_node_t *val = node_at(P, PAIR(item, k)->value);
+            const char *name = stext(key);
+            int idx = pfs_op_param_index(&protect_desc, name);
+            if (idx >= 0) {
+                if (r.shape != -1) {
+                    perr(P, key, "a protect region has one shape; put the %s in its own "
+                                 "list item", name);
+                    continue;
+                }
+                r.shape = idx == 0 ? PFS_PROTECT_RECT : PFS_PROTECT_ELLIPSE;
+                set_param(P, &O, idx, key, val);
+            } else if (!strcmp(name, "frames")) {
+                r.ranged = parse_range(P, val, "protect: \"frames\"", &r.first, &r.last);
+            } else {
+                perr(P, key, "protect: unknown key \"%s\"; a region takes rect, ellipse and "
+                             "frames", name);
+            }
+        }
+        if (r.shape == -1 && P->errors == errors)
+            perr(P, item, "protect: this region has no shape; add rect: [x0, y0, x1, y1] or "
+                          "ellipse: [cx, cy, rx, ry]");
+        if (P->errors != errors)
+            continue;
+        r.box = shapes[r.shape == PFS_PROTECT_RECT ? 0 : 1];
+        check_protect_keys(P, &r);
+        if (P->errors == errors)
+            s->protect[s->nprotect++] = r;
+    }
+}
+
 static const struct pfs_op_desc *find_op(struct rules_loader *L, const char *name)
 {
     for (int i = 0; L->registry[i]; i++)
@@ -821,9 +875,9 @@ static int int_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The op's own cross-parameter checks, at every frame where any parameter is
- * keyed: between keys values move linearly, so checking the keys is what a
- * coordinator can act on. */
+/* The op's own cross-parameter checks and warnings, at every frame where any
+ * parameter is keyed: between keys values move linearly, so checking the
+ * keys is what a coordinator can act on. One warning per op is enough. */
 static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_node_t *item)
 {
     const struct pfs_op_desc *d = op->desc;
@@ -849,18 +903,25 @@ static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_n
     for (int i = 0; i < n; i++)
         if (!uniq || frames[uniq - 1] != frames[i])
             frames[uniq++] = frames[i];
+    bool warned = false;
     for (int f = 0; f < (uniq ? uniq : 1); f++) {
         int frame = uniq ? frames[f] : 0;
+        char at[32] = "";
+        if (uniq)
+            snprintf(at, sizeof at, " (at frame %d)", frame);
         for (int i = 0; i < d->nparams; i++)
             rules_param_at(&op->params[i], &d->params[i], frame, vals[i]);
         pfs_error e = {0};
-        if (d->validate(vals, &e)) {
-            if (uniq)
-                perr(P, item, "%s: %s (at frame %d)", d->name,
-                     e.msg[0] ? e.msg : "invalid parameters", frame);
-            else
-                perr(P, item, "%s: %s", d->name, e.msg[0] ? e.msg : "invalid parameters");
+        if (d->validate && d->validate(vals, &e)) {
+            perr(P, item, "%s: %s%s", d->name, e.msg[0] ? e.msg : "invalid parameters", at);
             break;
+        }
+        char advice[512] = "";
+        if (d->advise && !warned)
+            d->advise(vals, advice, sizeof advice);
+        if (advice[0]) {
+            pwarn(P, item, "%s%s", advice, at);
+            warned = true;
         }
     }
     free(frames);
@@ -938,7 +999,7 @@ static void parse_op(struct pctx *P, struct pfs_shot *s, const yaml_node_t *item
     for (int i = 0; i < d->nparams; i++)
         if (!op->params[i].keys)
             return; /* out of memory on the way */
-    if (d->validate)
+    if (d->validate || d->advise)
         run_validate(P, op, item);
     if (P->errors == errors)
         s->nops++;
@@ -956,11 +1017,181 @@ static void parse_ops(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
         pwarn(P, n, "\"ops\" is empty: the matched frames pass through unchanged");
         return;
     }
+    if (ITEMS(n) > PFS_MAX_OPS) {
+        perr(P, n, "a shot has at most %d ops, this one lists %d", PFS_MAX_OPS, (int)ITEMS(n));
+        return;
+    }
     s->ops = palloc(P, (size_t)ITEMS(n) * sizeof *s->ops);
     if (!s->ops)
         return;
     for (int i = 0; i < ITEMS(n); i++)
         parse_op(P, s, ITEM(P, n, i));
+}
+
+/* ---- protected regions against local ops ----------------------------------- */
+
+/* Whether the box {x0, y0, x1, y1} (pixel edges) reaches inside a region. */
+static bool region_overlaps(const struct pfs_protect_region *r, const double box[4])
+{
+    if (box[2] <= r->x0 || box[0] >= r->x1 || box[3] <= r->y0 || box[1] >= r->y1)
+        return false;
+    if (r->shape == PFS_PROTECT_RECT)
+        return true;
+    /* The box's point nearest the ellipse's centre, in radii. */
+    double cx = 0.5 * (r->x0 + r->x1), cy = 0.5 * (r->y0 + r->y1);
+    double rx = 0.5 * (r->x1 - r->x0), ry = 0.5 * (r->y1 - r->y0);
+    double px = cx < box[0] ? box[0] : cx > box[2] ? box[2] : cx;
+    double py = cy < box[1] ? box[1] : cy > box[3] ? box[3] : cy;
+    double dx = (px - cx) / rx, dy = (py - cy) / ry;
+    return dx * dx + dy * dy < 1.0;
+}
+
+static void span_keys(const struct rules_param *p, int *lo, int *hi, bool *any)
+{
+    if (!p->keyed)
+        return;
+    for (int k = 0; k < p->nkeys; k++) {
+        if (!*any || p->keys[k].frame < *lo)
+            *lo = p->keys[k].frame;
+        if (!*any || p->keys[k].frame > *hi)
+            *hi = p->keys[k].frame;
+        *any = true;
+    }
+}
+
+struct frame_runs {
+    int n;          /* runs found */
+    int first[3], last[3];
+    int count;      /* frames in all runs */
+};
+
+static void runs_add(struct frame_runs *r, int frame)
+{
+    if (r->n && r->n <= 3 && r->last[r->n - 1] == frame - 1) {
+        r->last[r->n - 1] = frame;
+    } else {
+        if (r->n < 3) {
+            r->first[r->n] = frame;
+            r->last[r->n] = frame;
+        }
+        r->n++;
+    }
+    r->count++;
+}
+
+static void runs_text(const struct frame_runs *r, bool framed, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    if (!framed) {
+        snprintf(out, size, "in every frame");
+        return;
+    }
+    len += (size_t)snprintf(out, size, "at frame%s ", r->count == 1 ? "" : "s");
+    for (int i = 0; i < r->n && i < 3 && len < size; i++) {
+        if (r->first[i] == r->last[i])
+            len += (size_t)snprintf(out + len, size - len, "%s%d", i ? ", " : "", r->first[i]);
+        else
+            len += (size_t)snprintf(out + len, size - len, "%s%d-%d", i ? ", " : "",
+                                    r->first[i], r->last[i]);
+    }
+    if (r->n > 3 && len < size)
+        snprintf(out + len, size - len, " and %d more run%s", r->n - 3, r->n == 4 ? "" : "s");
+}
+
+/*
+ * Ops that move or synthesise pixels (PFS_OP_LOCAL_SYNTH) may not change a
+ * protected region's pixels in any frame. Shapes and regions move linearly
+ * between keys and are held outside them, so every frame from the first key
+ * to the last (within the shot's range) is checked, and nothing else needs
+ * to be. Colour ops and whole-frame geometry are allowed (docs/rules.md).
+ */
+static void check_protected(struct pctx *P, const struct pfs_shot *s)
+{
+    if (!s->nprotect)
+        return;
+    for (int i = 0; i < s->nops; i++) {
+        const struct rules_op *op = &s->ops[i];
+        const struct pfs_op_desc *d = op->desc;
+        if (d->kind != PFS_OP_LOCAL_SYNTH)
+            continue;
+        int lo = 0, hi = 0;
+        bool any = false;
+        for (int p = 0; p < d->nparams; p++)
+            span_keys(&op->params[p], &lo, &hi, &any);
+        for (int r = 0; r < s->nprotect; r++) {
+            const struct rules_protect *rp = &s->protect[r];
+            span_keys(&rp->box, &lo, &hi, &any);
+            if (rp->ranged) {
+                int a = rp->first, b = rp->last;
+                if (!any || a < lo)
+                    lo = a;
+                if (!any || b > hi)
+                    hi = b;
+                any = true;
+            }
+        }
+        if (s->ranged) {
+            /* Only the shot's frames are ever rendered. */
+            if (!any) {
+                lo = s->first;
+                hi = s->last;
+            } else {
+                lo = lo < s->first ? s->first : lo > s->last ? s->last : lo;
+                hi = hi > s->last ? s->last : hi < s->first ? s->first : hi;
+            }
+            any = true;
+        }
+        if (hi - lo > 1000000)
+            hi = lo + 1000000;
+        pfs_pvec *vals = malloc((size_t)(d->nparams ? d->nparams : 1) * sizeof *vals);
+        struct frame_runs *runs = calloc((size_t)s->nprotect, sizeof *runs);
+        if (!vals || !runs) {
+            free(vals);
+            free(runs);
+            P->L->oom = true;
+            return;
+        }
+        for (int f = lo; f <= hi; f++) {
+            for (int p = 0; p < d->nparams; p++)
+                rules_param_at(&op->params[p], &d->params[p], f, vals[p]);
+            double box[4] = {-INFINITY, -INFINITY, INFINITY, INFINITY};
+            if (d->extent && !d->extent(vals, box))
+                box[0] = box[1] = -INFINITY, box[2] = box[3] = INFINITY;
+            for (int r = 0; r < s->nprotect; r++) {
+                struct pfs_protect_region reg;
+                const struct rules_protect *rp = &s->protect[r];
+                if (rp->ranged && (f < rp->first || f > rp->last))
+                    continue;
+                double a[PFS_PARAM_MAX_COMP];
+                rules_param_at(&rp->box, &rules_protect_params[rp->shape == PFS_PROTECT_RECT ? 0 : 1],
+                               f, a);
+                reg.shape = rp->shape;
+                if (rp->shape == PFS_PROTECT_RECT)
+                    reg.x0 = a[0], reg.y0 = a[1], reg.x1 = a[2], reg.y1 = a[3];
+                else
+                    reg.x0 = a[0] - a[2], reg.y0 = a[1] - a[3], reg.x1 = a[0] + a[2],
+                    reg.y1 = a[1] + a[3];
+                if (region_overlaps(&reg, box))
+                    runs_add(&runs[r], f);
+            }
+        }
+        for (int r = 0; r < s->nprotect; r++) {
+            if (!runs[r].count)
+                continue;
+            char when[160];
+            runs_text(&runs[r], any, when, sizeof when);
+            pdiag_at(P, PFS_DIAG_ERROR, op->line, op->col,
+                     "%s %s pixels inside the protected region at line %d %s; protected "
+                     "regions (performances) may be touched only by colour ops and "
+                     "whole-frame geometry: move or shrink the %s, or narrow the region's "
+                     "frames",
+                     d->name, d->extent ? "would move or synthesise" : "moves or synthesises",
+                     s->protect[r].line, when, d->extent ? "shape" : "op's frames");
+        }
+        free(vals);
+        free(runs);
+    }
 }
 
 /* ---- the file ------------------------------------------------------------- */
@@ -1046,6 +1277,8 @@ static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *ro
     for (int j = 0; j < 5; j++)
         if (missing[j] && !seen[j] && !(j == 4 && seen[5]))
             perr(P, root, "%s", missing[j]);
+    if (P->errors == 0)
+        check_protected(P, s);
 }
 
 static void syntax_error(struct pctx *P, const yaml_parser_t *ps)

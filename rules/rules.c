@@ -248,7 +248,6 @@ static void hash_hex(const void *data, size_t len, char out[33])
 static bool shot_hash(struct pfs_shot *s)
 {
     struct sbuf b = {0};
-    char num[4][32];
     sb_printf(&b, "platefs-shot 1\nshot %zu:%s\n", strlen(s->name), s->name);
     for (int i = 0; i < s->nglobs; i++)
         sb_printf(&b, "match %zu:%s\n", strlen(s->globs[i].pat), s->globs[i].pat);
@@ -258,10 +257,17 @@ static bool shot_hash(struct pfs_shot *s)
         sb_printf(&b, "frames all\n");
     for (int i = 0; i < s->nprotect; i++) {
         const struct rules_protect *r = &s->protect[i];
-        for (int c = 0; c < 4; c++)
-            rules_format_number(r->a[c], num[c]);
-        sb_printf(&b, "protect %s %s,%s,%s,%s", r->shape == PFS_PROTECT_RECT ? "rect" : "ellipse",
-                  num[0], num[1], num[2], num[3]);
+        const struct pfs_param_desc *pd = &rules_protect_params[r->shape == PFS_PROTECT_RECT ? 0 : 1];
+        sb_printf(&b, "protect %s", pd->name);
+        if (!r->box.keyed) {
+            sb_printf(&b, " ");
+            sb_value(&b, pd, r->box.keys[0].v);
+        } else {
+            for (int k = 0; k < r->box.nkeys; k++) {
+                sb_printf(&b, " %d:", r->box.keys[k].frame);
+                sb_value(&b, pd, r->box.keys[k].v);
+            }
+        }
         if (r->ranged)
             sb_printf(&b, " frames %d-%d\n", r->first, r->last);
         else
@@ -470,21 +476,33 @@ const struct pfs_shot *pfs_ruleset_shot(const struct pfs_ruleset *rs, int i)
 
 /* ---- matching ------------------------------------------------------------- */
 
-bool rules_frame_of(const char *relpath, int *frame)
+/* The run of digits that numbers an EXR frame path: the last one before
+ * ".exr" (any case) in the file name. */
+static bool frame_digits(const char *relpath, const char **start, const char **end)
 {
     const char *base = strrchr(relpath, '/');
     base = base ? base + 1 : relpath;
     size_t len = strlen(base);
     if (len < 4 || strcasecmp(base + len - 4, ".exr"))
         return false;
-    const char *end = base + len - 4;
-    while (end > base && (end[-1] < '0' || end[-1] > '9'))
-        end--;
-    if (end == base)
+    const char *e = base + len - 4;
+    while (e > base && (e[-1] < '0' || e[-1] > '9'))
+        e--;
+    if (e == base)
         return false;
-    const char *start = end;
-    while (start > base && start[-1] >= '0' && start[-1] <= '9')
-        start--;
+    const char *s = e;
+    while (s > base && s[-1] >= '0' && s[-1] <= '9')
+        s--;
+    *start = s;
+    *end = e;
+    return true;
+}
+
+bool rules_frame_of(const char *relpath, int *frame)
+{
+    const char *start, *end;
+    if (!frame_digits(relpath, &start, &end))
+        return false;
     /* Skip leading zeros so a 0001042 frame still fits; more than nine
      * significant digits is not a frame number anyone uses. */
     while (start < end - 1 && *start == '0')
@@ -496,6 +514,16 @@ bool rules_frame_of(const char *relpath, int *frame)
         f = f * 10 + (*p - '0');
     *frame = f;
     return true;
+}
+
+bool pfs_rules_frame_path(const char *relpath, int frame, char *out, size_t size)
+{
+    const char *start, *end;
+    if (frame < 0 || !frame_digits(relpath, &start, &end))
+        return false;
+    int n = snprintf(out, size, "%.*s%0*d%s", (int)(start - relpath), relpath,
+                     (int)(end - start), frame, end);
+    return n > 0 && (size_t)n < size;
 }
 
 const struct rules_glob *rules_shot_claims(const struct pfs_shot *s, const char *relpath,
@@ -584,8 +612,10 @@ void pfs_frame_ops_free(struct pfs_frame_ops *fo)
     if (!fo)
         return;
     if (fo->ops)
-        for (int i = 0; i < fo->nops; i++)
+        for (int i = 0; i < fo->nops; i++) {
             free(fo->ops[i].vals);
+            free(fo->ops[i].text);
+        }
     free(fo->ops);
     free(fo->canonical);
     free(fo);
@@ -610,12 +640,29 @@ int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_op
         ro->vals = calloc((size_t)(d->nparams ? d->nparams : 1), sizeof *ro->vals);
         if (!ro->vals)
             goto oom_text;
+        struct sbuf t = {0};
         sb_printf(&b, "%s%s", i ? "\n" : "", d->name);
+        sb_printf(&t, "%s", d->name);
         for (int p = 0; p < d->nparams; p++) {
-            rules_param_at(&op->params[p], &d->params[p], frame, ro->vals[p]);
-            sb_printf(&b, " %s=", d->params[p].name);
-            sb_value(&b, &d->params[p], ro->vals[p]);
+            const struct pfs_param_desc *pd = &d->params[p];
+            rules_param_at(&op->params[p], pd, frame, ro->vals[p]);
+            sb_printf(&b, " %s=", pd->name);
+            sb_value(&b, pd, ro->vals[p]);
+            int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
+            bool is_default = true;
+            for (int c = 0; c < ncomp; c++)
+                if (ro->vals[p][c] != pd->def[c])
+                    is_default = false;
+            if (!is_default) {
+                sb_printf(&t, " %s=", pd->name);
+                sb_value(&t, pd, ro->vals[p]);
+            }
         }
+        if (t.oom) {
+            free(t.p);
+            goto oom_text;
+        }
+        ro->text = t.p;
     }
     /* No ops still has a (empty) canonical text, so the cache key is defined. */
     sb_printf(&b, "%s", "");
@@ -641,13 +688,16 @@ int pfs_shot_protect_at(const struct pfs_shot *shot, int frame,
         if (r->ranged && (frame < r->first || frame > r->last))
             continue;
         if (n < max && out) {
+            double a[PFS_PARAM_MAX_COMP];
+            rules_param_at(&r->box, &rules_protect_params[r->shape == PFS_PROTECT_RECT ? 0 : 1],
+                           frame, a);
             out[n].shape = r->shape;
             if (r->shape == PFS_PROTECT_RECT) {
-                out[n].x0 = r->a[0], out[n].y0 = r->a[1];
-                out[n].x1 = r->a[2], out[n].y1 = r->a[3];
+                out[n].x0 = a[0], out[n].y0 = a[1];
+                out[n].x1 = a[2], out[n].y1 = a[3];
             } else {
-                out[n].x0 = r->a[0] - r->a[2], out[n].y0 = r->a[1] - r->a[3];
-                out[n].x1 = r->a[0] + r->a[2], out[n].y1 = r->a[1] + r->a[3];
+                out[n].x0 = a[0] - a[2], out[n].y0 = a[1] - a[3];
+                out[n].x1 = a[0] + a[2], out[n].y1 = a[1] + a[3];
             }
         }
         n++;

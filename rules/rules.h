@@ -69,6 +69,12 @@ const struct pfs_shot *pfs_ruleset_shot(const struct pfs_ruleset *rs, int i);
 const struct pfs_shot *pfs_rules_match(const struct pfs_ruleset *rs,
                                        const char *relpath, int *frame);
 
+/* The path of frame `frame` of the EXR sequence relpath is a frame of: its
+ * frame number replaced, zero-padded to the same width ("A/x.1001.exr", 1012
+ * -> "A/x.1012.exr"). False when relpath is not a numbered .exr frame or the
+ * result does not fit in size. */
+bool pfs_rules_frame_path(const char *relpath, int frame, char *out, size_t size);
+
 const char *pfs_shot_name(const struct pfs_shot *shot);
 /* The rule file, relative to rules_dir ("A001C003.yaml"). */
 const char *pfs_shot_file(const struct pfs_shot *shot);
@@ -76,9 +82,18 @@ const char *pfs_shot_file(const struct pfs_shot *shot);
  * change it). */
 const char *pfs_shot_hash(const struct pfs_shot *shot);
 
+/* The most ops one shot may list (each gets its own header attribute). */
+#define PFS_MAX_OPS 16
+
 struct pfs_resolved_op {
     const struct pfs_op_desc *desc;
     pfs_pvec *vals; /* desc->nparams entries, in table order */
+    /* The op's line of the canonical text with the parameters at their
+     * defaults left out ("relight exposure=0.35 window.shape=ellipse ..."):
+     * what a frame's header shows of it, one attribute per op. Readers such
+     * as FFmpeg 5.1 misread EXR headers with string attributes longer than
+     * about 500 bytes, which a full line of a rich op can reach. */
+    char *text;
 };
 
 /* The ops in force for one shot at one frame. */

@@ -7,9 +7,11 @@
 #include "engine/op.h"
 
 extern const struct pfs_op_desc pfs_op_relight;
+extern const struct pfs_op_desc pfs_op_reframe;
 
 const struct pfs_op_desc *const pfs_op_registry[] = {
     &pfs_op_relight,
+    &pfs_op_reframe,
     NULL,
 };
 

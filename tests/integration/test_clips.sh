@@ -126,8 +126,8 @@ grep -q 'platefs/shot' <<<"$hdr" && fail "a clip no rule owns carries a shot: $h
 # 1049 is outside the range.
 avg() { oiiotool --stats "$1" | awk '/Stats Avg/ { print $3 + $4 + $5 }'; }
 hdr=$(exrheader "$MNT/A002/A002C007.mp4.frames/A002C007.1010.exr")
-grep -q 'platefs/ops.*relight exposure=0.5' <<<"$hdr" || fail "frame 1010 is not corrected: $hdr"
-exrheader "$MNT/A002/A002C007.mp4.frames/A002C007.1049.exr" | grep -q 'platefs/ops' &&
+grep -q 'platefs/op1 (type string): "relight exposure=0.5' <<<"$hdr" || fail "frame 1010 is not corrected: $hdr"
+exrheader "$MNT/A002/A002C007.mp4.frames/A002C007.1049.exr" | grep -q 'platefs/op' &&
     fail "frame 1049 is outside the rule's frames but carries ops"
 corrected=$(avg "$MNT/A002/A002C007.mp4.frames/A002C007.1010.exr")
 cat "$MNT/A002/A002C007.mp4.frames/A002C007.1010.exr" >/dev/null

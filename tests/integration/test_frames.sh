@@ -45,13 +45,13 @@ oiiotool --stats "$MNT/A001/A001C003.1006.exr" | grep -q "Stats Avg" || fail "th
 
 # The header carries the source's attributes and the provenance.
 hdr=$(exrheader "$MNT/$FRAME")
-for want in 'platefs/ops' 'platefs/opsHash' 'platefs/ruleFile (type string): "A001C003.yaml"' \
+for want in 'platefs/op1' 'platefs/opsHash' 'platefs/ruleFile (type string): "A001C003.yaml"' \
     'platefs/ruleHash' 'platefs/shot (type string): "A001C003"' 'platefs/version' \
     'platefs/source (type string): "A001/A001C003.1003.exr"' 'platefs/frame (type string): "1003"' \
     'timeCode' 'framesPerSecond' 'compression (type compression): none'; do
     grep -qF "$want" <<<"$hdr" || fail "header lacks '$want': $hdr"
 done
-grep -q 'platefs/ops.*relight exposure=0.2928' <<<"$hdr" ||
+grep -q 'platefs/op1 (type string): "relight exposure=0.2928' <<<"$hdr" ||
     fail "frame 1003 should carry the interpolated exposure 0.25 + 2/7 * 0.15: $hdr"
 
 # Pixels equal the C reference of the same rules, read with a real reader.

@@ -476,7 +476,7 @@ static void test_clip_frames(void)
         pfs_frame_release(f);
     }
     CHECK(memmem(first[0], first_len[0], "relight exposure=0.5", 20) != NULL);
-    CHECK(memmem(first[1], first_len[1], "platefs/ops", 11) == NULL);
+    CHECK(memmem(first[1], first_len[1], "platefs/op1", 11) == NULL);
     close_engine(&a);
 
     /* Another machine's copy of the dailies, its clip's bytes zeroed with

@@ -157,11 +157,73 @@ static const struct pfs_op_desc tweak_op = {
     .validate = tweak_validate,
 };
 
+/* A local op that says where it paints: a square of `radius` around `at`. */
+static const struct pfs_param_desc paint_params[] = {
+    {.name = "at", .type = PFS_PARAM_VEC, .ncomp = 2, .min = -1e4, .max = 1e4,
+     .def = {0, 0}, .keyframable = true, .unit = "px"},
+    {.name = "radius", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 0, .max = 1e4,
+     .def = {10}, .keyframable = true, .unit = "px"},
+};
+static bool paint_extent(const pfs_pvec *vals, double box[4])
+{
+    box[0] = vals[0][0] - vals[1][0];
+    box[1] = vals[0][1] - vals[1][0];
+    box[2] = vals[0][0] + vals[1][0];
+    box[3] = vals[0][1] + vals[1][0];
+    return true;
+}
+static const struct pfs_op_desc paint_op = {
+    .name = "paint",
+    .params = paint_params,
+    .nparams = 2,
+    .kind = PFS_OP_LOCAL_SYNTH,
+    .extent = paint_extent,
+};
+/* A local op that may change any pixel. */
+static const struct pfs_op_desc smear_op = {.name = "smear", .kind = PFS_OP_LOCAL_SYNTH};
+/* An op with advice. */
+static const struct pfs_param_desc zoom_params[] = {
+    {.name = "scale", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 0.5, .max = 4,
+     .def = {1}, .keyframable = true},
+};
+static void zoom_advise(const pfs_pvec *vals, char *msg, size_t size)
+{
+    if (vals[0][0] > 1.2)
+        snprintf(msg, size, "zoom: %g is a lot", vals[0][0]);
+}
+static const struct pfs_op_desc zoom_op = {
+    .name = "zoom",
+    .params = zoom_params,
+    .nparams = 1,
+    .kind = PFS_OP_GEOMETRY,
+    .advise = zoom_advise,
+};
+
+/* An op that compares with a reference frame. */
+static const struct pfs_param_desc compare_params[] = {
+    {.name = "frame", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = -1, .max = 1e9,
+     .def = {-1}},
+};
+static int compare_reference(const pfs_pvec *vals)
+{
+    return (int)vals[0][0];
+}
+static const struct pfs_op_desc compare_op = {
+    .name = "compare",
+    .params = compare_params,
+    .nparams = 1,
+    .reference = compare_reference,
+};
+
 static const struct pfs_op_desc *const *test_ops(void)
 {
-    static const struct pfs_op_desc *reg[3];
+    static const struct pfs_op_desc *reg[7];
+    reg[5] = &compare_op;
     reg[0] = pfs_op_find("relight");
     reg[1] = &tweak_op;
+    reg[2] = &paint_op;
+    reg[3] = &smear_op;
+    reg[4] = &zoom_op;
     return reg;
 }
 
@@ -305,8 +367,13 @@ static void test_canonical_sample(void)
     const char *want = "relight exposure=0.25 temperature.from=4300 temperature.to=5600 "
                        "cdl.slope=1,1,1 cdl.offset=0,0,0 cdl.power=1,1,1 cdl.saturation=1.05 "
                        "window.shape=none window.center=0,0 window.size=0,0 "
-                       "window.feather=0 window.invert=false";
+                       "window.feather=0 window.invert=false tint.from=0 tint.to=0 "
+                       "window.angle=0 match.frame=-1 match.model=gain";
     CHECKF(!strcmp(fo->canonical, want), "got %s", fo->canonical);
+    /* The header's line leaves the defaults out. */
+    CHECKF(!strcmp(fo->ops[0].text, "relight exposure=0.25 temperature.from=4300 "
+                                    "temperature.to=5600 cdl.saturation=1.05"),
+           "got %s", fo->ops[0].text);
     REQUIRE(fo->nops == 1);
     CHECK(fo->ops[0].desc == pfs_op_find("relight"));
     CHECK(fo->ops[0].vals[0][0] == 0.25);
@@ -467,6 +534,143 @@ static void test_protect(void)
     free(dir);
 }
 
+static void test_protect_keyframes(void)
+{
+    char *dir = make_dir();
+    write_file(dir, "p.yaml",
+               "shot: P\n"
+               "match: p/*.exr\n"
+               "protect:\n"
+               "  - rect: {1001: [100, 100, 200, 200], 1011: [200, 100, 300, 220]}\n"
+               "  - ellipse: {1001: [500, 500, 10, 20], 1003: [510, 500, 10, 20]}\n"
+               "ops: [{op: relight}]\n");
+    struct diags d;
+    struct pfs_ruleset *rs;
+    REQUIRE(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 0);
+    const struct pfs_shot *s = pfs_ruleset_shot(rs, 0);
+    struct pfs_protect_region r[2];
+    REQUIRE(pfs_shot_protect_at(s, 1000, r, 2) == 2);
+    CHECK(r[0].x0 == 100 && r[0].x1 == 200 && r[0].y1 == 200);
+    REQUIRE(pfs_shot_protect_at(s, 1006, r, 2) == 2);
+    CHECK(r[0].x0 == 150 && r[0].x1 == 250 && r[0].y1 == 210);
+    CHECK(r[1].shape == PFS_PROTECT_ELLIPSE && r[1].x0 == 500 && r[1].x1 == 520 &&
+          r[1].y0 == 480 && r[1].y1 == 520);
+    REQUIRE(pfs_shot_protect_at(s, 2000, r, 2) == 2);
+    CHECK(r[0].x0 == 200 && r[0].x1 == 300);
+    char h1[33];
+    snprintf(h1, sizeof h1, "%s", pfs_shot_hash(s));
+    pfs_ruleset_unref(rs);
+    /* A moved key is a different shot. */
+    write_file(dir, "p.yaml",
+               "shot: P\n"
+               "match: p/*.exr\n"
+               "protect:\n"
+               "  - rect: {1001: [100, 100, 200, 200], 1011: [201, 100, 300, 220]}\n"
+               "  - ellipse: {1001: [500, 500, 10, 20], 1003: [510, 500, 10, 20]}\n"
+               "ops: [{op: relight}]\n");
+    REQUIRE(load(dir, NULL, &d, &rs) == 0);
+    CHECK(strcmp(h1, pfs_shot_hash(pfs_ruleset_shot(rs, 0))) != 0);
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* Local ops are refused where they reach a protected region, naming the
+ * frames; colour and geometry ops are not. */
+static void test_protect_refusal(void)
+{
+    /* The paint square moves right 10 px a frame and meets the protected
+     * rectangle (x 300..400) from frame 1016 (box 290..310) to 1025; the
+     * rectangle is protected from 1001 to 1020 only. */
+    expect_one("shot: S\nmatch: s/*.exr\nframes: 1001-1030\n"
+               "protect:\n  - rect: [300, 0, 400, 100]\n    frames: 1001-1020\n"
+               "ops:\n  - op: paint\n    at: {1001: [150, 50], 1031: [450, 50]}\n",
+               NULL,
+               "bad.yaml:8:5: error: paint would move or synthesise pixels inside the "
+               "protected region at line 5 at frames 1016-1020; protected regions "
+               "(performances) may be touched only by colour ops and whole-frame geometry: "
+               "move or shrink the shape, or narrow the region's frames");
+    /* An ellipse: the square's corner stays outside the ellipse's curve. */
+    char *dir = make_dir();
+    write_file(dir, "ok.yaml",
+               "shot: S\nmatch: s/*.exr\n"
+               "protect: [{ellipse: [100, 100, 50, 50]}]\n"
+               "ops:\n  - op: paint\n    at: [150, 150]\n    radius: 10\n"
+               "  - op: relight\n    exposure: 1\n  - op: zoom\n    scale: 1.1\n");
+    struct diags d;
+    struct pfs_ruleset *rs;
+    CHECK(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 0);
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+    /* Moved 10 px closer it reaches the curve. */
+    expect_one("shot: S\nmatch: s/*.exr\n"
+               "protect: [{ellipse: [100, 100, 50, 50]}]\n"
+               "ops:\n  - op: paint\n    at: [140, 140]\n    radius: 10\n",
+               NULL,
+               "bad.yaml:5:5: error: paint would move or synthesise pixels inside the "
+               "protected region at line 3 in every frame; protected regions (performances) "
+               "may be touched only by colour ops and whole-frame geometry: move or shrink "
+               "the shape, or narrow the region's frames");
+    /* An op that does not say where it works is refused wherever a region is. */
+    expect_one("shot: S\nmatch: s/*.exr\nframes: 1001-1100\n"
+               "protect:\n  - rect: [0, 0, 10, 10]\n    frames: 1040-1050\n"
+               "  - rect: [0, 0, 10, 10]\n    frames: 1200-1300\n"
+               "ops:\n  - op: smear\n",
+               NULL,
+               "bad.yaml:10:5: error: smear moves or synthesises pixels inside the protected "
+               "region at line 5 at frames 1040-1050; protected regions (performances) may be "
+               "touched only by colour ops and whole-frame geometry: move or shrink the op's "
+               "frames, or narrow the region's frames");
+}
+
+static void test_advice(void)
+{
+    char *dir = make_dir();
+    write_file(dir, "z.yaml",
+               "shot: Z\nmatch: z/*.exr\n"
+               "ops:\n  - op: zoom\n    scale: {1001: 1.0, 1040: 1.1, 1050: 1.3, 1060: 1.4}\n");
+    struct diags d;
+    struct pfs_ruleset *rs;
+    CHECK(load(dir, NULL, &d, &rs) == 0); /* a warning never stops a load */
+    CHECK(d.n == 1 && has(&d, "z.yaml:4:5: warning: zoom: 1.3 is a lot (at frame 1050)"));
+    pfs_ruleset_unref(rs);
+    write_file(dir, "z.yaml",
+               "shot: Z\nmatch: z/*.exr\nops:\n  - op: zoom\n    scale: 1.25\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 1 && has(&d, "z.yaml:4:5: warning: zoom: 1.25 is a lot"));
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* A reference frame must be one of the sequence's files, in the shot's
+ * range or not. */
+static void test_reference_check(void)
+{
+    char *dailies = make_dir();
+    touch_frames(dailies, "s/s.%04d.exr", 1001, 1020);
+    expect_one("shot: S\nmatch: s/*.exr\nframes: 1010-1020\nops:\n"
+               "  - op: compare\n    frame: 1021\n",
+               dailies,
+               "bad.yaml:5:5: error: compare: reference frame 1021 is not a frame of this "
+               "shot's files (they are numbered 1001-1020)");
+    char *dir = make_dir();
+    write_file(dir, "ok.yaml", "shot: S\nmatch: s/*.exr\nframes: 1010-1020\nops:\n"
+                               "  - op: compare\n    frame: 1001\n");
+    struct diags d;
+    struct pfs_ruleset *rs;
+    CHECK(load(dir, dailies, &d, &rs) == 0);
+    CHECK(d.n == 0);
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+    rm_rf(dailies);
+    free(dailies);
+}
+
 #define HEAD "shot: S\nmatch: s/*.exr\n"
 
 static void test_errors_schema(void)
@@ -497,8 +701,8 @@ static void test_errors_schema(void)
     expect_one("shot: [S]\nmatch: s/*.exr\nops: [{op: relight}]\n", NULL,
                "bad.yaml:1:7: error: \"shot\" must be the shot name, like A012C003, got a list");
     expect_one(HEAD "protect:\n  - rect: [1, 2, 3]\nops: [{op: relight}]\n", NULL,
-               "bad.yaml:4:11: error: protect: \"rect\" must be 4 numbers [x0, y0, x1, y1] in "
-               "pixels, got a list of 3 numbers");
+               "bad.yaml:4:11: error: protect: \"rect\" must be a list of 4 numbers [x0, y0, x1, "
+               "y1] in pixels or keyframes {frame: [...]}, got a list of 3 numbers");
     /* YAML syntax: libyaml's own words, at its 1-based position. */
     expect_one(HEAD "ops:\n  - op: relight\n   exposure: 1\n", NULL,
                "bad.yaml:5:4: error: YAML syntax error: did not find expected '-' indicator "
@@ -517,9 +721,10 @@ static void test_errors_params(void)
 {
     expect_one(HEAD "ops:\n  - op: relite\n", NULL,
                "bad.yaml:4:9: error: unknown op \"relite\"; did you mean \"relight\"? known ops: "
-               "relight, tweak");
+               "relight, tweak, paint, smear, zoom, compare");
     expect_one(HEAD "ops:\n  - op: blur\n", NULL,
-               "bad.yaml:4:9: error: unknown op \"blur\"; known ops: relight, tweak");
+               "bad.yaml:4:9: error: unknown op \"blur\"; known ops: relight, tweak, paint, "
+               "smear, zoom, compare");
     expect_one(HEAD "ops:\n  - exposure: 1\n", NULL,
                "bad.yaml:4:5: error: this op has no \"op:\" key naming the operation");
     expect_one(HEAD "ops:\n  - op: relight\n    exposure: [1, 2]\n", NULL,
@@ -543,12 +748,12 @@ static void test_errors_params(void)
                "bad.yaml:5:5: error: relight: unknown parameter \"exposur\"; did you mean "
                "\"exposure\"? relight takes: exposure, temperature.from, temperature.to, "
                "cdl.slope, cdl.offset, cdl.power, cdl.saturation, window.shape, window.center, "
-               "window.size, window.feather, window.invert");
+               "window.size, window.feather, window.invert, tint.from, tint.to, window.angle, match.frame, match.model");
     expect_one(HEAD "ops:\n  - op: relight\n    cdl: {slop: [1, 1, 1]}\n", NULL,
                "bad.yaml:5:11: error: relight: unknown parameter \"cdl.slop\"; did you mean "
                "\"cdl.slope\"? relight takes: exposure, temperature.from, temperature.to, "
                "cdl.slope, cdl.offset, cdl.power, cdl.saturation, window.shape, window.center, "
-               "window.size, window.feather, window.invert");
+               "window.size, window.feather, window.invert, tint.from, tint.to, window.angle, match.frame, match.model");
     expect_one(HEAD "ops:\n  - op: relight\n    cdl: {slope: [1, 1]}\n", NULL,
                "bad.yaml:5:18: error: relight: \"cdl.slope\" must be a list of 3 numbers "
                "[a, b, c] or keyframes {frame: [...]}, got a list of 2 numbers");
@@ -557,7 +762,7 @@ static void test_errors_params(void)
                "0.01..100");
     expect_one(HEAD "ops:\n  - op: relight\n    window: {shape: circle}\n", NULL,
                "bad.yaml:5:21: error: relight: \"window.shape\" must be one of none, ellipse, "
-               "rect; got \"circle\"");
+               "rect, gradient; got \"circle\"");
     expect_one(HEAD "ops:\n  - op: relight\n    window: {invert: yes}\n", NULL,
                "bad.yaml:5:22: error: relight: \"window.invert\" must be true or false, got "
                "\"yes\"");
@@ -584,7 +789,7 @@ static void test_errors_params(void)
                "frame numbers, got \"first\" as a frame");
     expect_one(HEAD "ops:\n  - op: tweak\n    width: 2\n    center: {1001: [1, 2, 3]}\n", NULL,
                "bad.yaml:6:20: error: tweak: \"center\" at frame 1001 must be a list of 2 "
-               "numbers [a, b], got a list of 3 numbers");
+               "numbers [a, b] in pixels, got a list of 3 numbers");
     /* The op's own check runs at every keyed frame and names the frame. */
     expect_one(HEAD "ops:\n  - op: tweak\n    width: 2\n    lo: {1001: 10, 1010: 60}\n"
                     "    hi: {1005: 50}\n", NULL,
@@ -906,6 +1111,10 @@ int main(void)
     RUN(test_keyframes);
     RUN(test_hash_stability);
     RUN(test_protect);
+    RUN(test_protect_keyframes);
+    RUN(test_protect_refusal);
+    RUN(test_advice);
+    RUN(test_reference_check);
     RUN(test_errors_schema);
     RUN(test_errors_params);
     RUN(test_default_registry);
