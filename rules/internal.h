@@ -138,6 +138,10 @@ const struct rules_glob *rules_shot_claims(const struct pfs_shot *shot,
 void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd,
                     int frame, double out[PFS_PARAM_MAX_COMP]);
 
+/* A protect region's bounding box at frame (its shape keys interpolated). */
+void rules_protect_region_at(const struct rules_protect *r, int frame,
+                             struct pfs_protect_region *out);
+
 /* Shortest %.Ng (N = 15..17) that reads back as exactly v; "-0" becomes "0". */
 void rules_format_number(double v, char buf[32]);
 

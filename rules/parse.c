@@ -1163,15 +1163,7 @@ static void check_protected(struct pctx *P, const struct pfs_shot *s)
                 const struct rules_protect *rp = &s->protect[r];
                 if (rp->ranged && (f < rp->first || f > rp->last))
                     continue;
-                double a[PFS_PARAM_MAX_COMP];
-                rules_param_at(&rp->box, &rules_protect_params[rp->shape == PFS_PROTECT_RECT ? 0 : 1],
-                               f, a);
-                reg.shape = rp->shape;
-                if (rp->shape == PFS_PROTECT_RECT)
-                    reg.x0 = a[0], reg.y0 = a[1], reg.x1 = a[2], reg.y1 = a[3];
-                else
-                    reg.x0 = a[0] - a[2], reg.y0 = a[1] - a[3], reg.x1 = a[0] + a[2],
-                    reg.y1 = a[1] + a[3];
+                rules_protect_region_at(rp, f, &reg);
                 if (region_overlaps(&reg, box))
                     runs_add(&runs[r], f);
             }

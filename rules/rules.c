@@ -679,6 +679,22 @@ oom:
     return pfs_error_set(err, ENOMEM, "shot %s: out of memory", shot->name);
 }
 
+void rules_protect_region_at(const struct rules_protect *r, int frame,
+                             struct pfs_protect_region *out)
+{
+    double a[PFS_PARAM_MAX_COMP];
+    rules_param_at(&r->box, &rules_protect_params[r->shape == PFS_PROTECT_RECT ? 0 : 1], frame,
+                   a);
+    out->shape = r->shape;
+    if (r->shape == PFS_PROTECT_RECT) {
+        out->x0 = a[0], out->y0 = a[1];
+        out->x1 = a[2], out->y1 = a[3];
+    } else {
+        out->x0 = a[0] - a[2], out->y0 = a[1] - a[3];
+        out->x1 = a[0] + a[2], out->y1 = a[1] + a[3];
+    }
+}
+
 int pfs_shot_protect_at(const struct pfs_shot *shot, int frame,
                         struct pfs_protect_region *out, int max)
 {
@@ -687,19 +703,8 @@ int pfs_shot_protect_at(const struct pfs_shot *shot, int frame,
         const struct rules_protect *r = &shot->protect[i];
         if (r->ranged && (frame < r->first || frame > r->last))
             continue;
-        if (n < max && out) {
-            double a[PFS_PARAM_MAX_COMP];
-            rules_param_at(&r->box, &rules_protect_params[r->shape == PFS_PROTECT_RECT ? 0 : 1],
-                           frame, a);
-            out[n].shape = r->shape;
-            if (r->shape == PFS_PROTECT_RECT) {
-                out[n].x0 = a[0], out[n].y0 = a[1];
-                out[n].x1 = a[2], out[n].y1 = a[3];
-            } else {
-                out[n].x0 = a[0] - a[2], out[n].y0 = a[1] - a[3];
-                out[n].x1 = a[0] + a[2], out[n].y1 = a[1] + a[3];
-            }
-        }
+        if (n < max && out)
+            rules_protect_region_at(r, frame, &out[n]);
         n++;
     }
     return n;

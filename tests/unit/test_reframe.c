@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tests/unit/check.h"
+#include "tests/unit/optest.h"
 #include "tests/unit/testutil.h"
 
 static const struct pfs_op_desc *op = &pfs_op_reframe;
@@ -38,20 +39,6 @@ static void set_geometry(pfs_pvec *vals, double scale, double dx, double dy, dou
     vals[P_ROTATE][0] = rotate;
 }
 
-static uint32_t bits_of(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static float float_of(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
 /* An image whose display window is [0, dw) x [0, dh). */
 static struct pfs_image make_image(int w, int h, int ox, int oy, int dw, int dh)
 {
@@ -61,21 +48,6 @@ static struct pfs_image make_image(int w, int h, int ox, int oy, int dw, int dh)
     img.origin_y = oy;
     img.display = (struct pfs_rect){0, 0, dw - 1, dh - 1};
     return img;
-}
-
-static float *px(const struct pfs_image *img, int x, int y)
-{
-    return img->px + ((size_t)y * (size_t)img->width + (size_t)x) * 4;
-}
-
-static void fill(struct pfs_image *img, float r, float g, float b, float a)
-{
-    for (size_t i = 0; i < pfs_image_floats(img); i += 4) {
-        img->px[i] = r;
-        img->px[i + 1] = g;
-        img->px[i + 2] = b;
-        img->px[i + 3] = a;
-    }
 }
 
 /* prepare + run_cpu, as the engine does. dst gets src's geometry. */
@@ -123,22 +95,7 @@ static void centroid(const struct pfs_image *img, double *cx, double *cy)
     *cy = sy / sw;
 }
 
-static double frand(void)
-{
-    return (double)rand() / ((double)RAND_MAX + 1.0);
-}
-
 /* ---- C reference --------------------------------------------------------- */
-
-static const uint32_t special_bits[] = {
-    0x7fc12345u, /* quiet NaN with a payload */
-    0xffc00001u, /* negative NaN */
-    0x7f800000u, /* +Inf */
-    0xff800000u, /* -Inf */
-    0x80000000u, /* -0 */
-    0x00000001u, /* smallest subnormal */
-    0x7f7fffffu, /* FLT_MAX */
-};
 
 static void test_identity_exact(void)
 {
@@ -699,30 +656,6 @@ static void test_advise_and_prepare(void)
 
 /* ---- OpenCL against C ---------------------------------------------------- */
 
-/* HDR plate: zeros, negatives (noise below black), mid-tones, and highlights
- * up to 64, plus a sprinkling of NaN and Inf; alpha in 0..1. */
-static void random_plate(struct pfs_image *img)
-{
-    for (size_t i = 0; i < pfs_image_floats(img); i++) {
-        double u = frand(), v;
-        if (i % 4 == 3)
-            v = frand();
-        else if (u < 0.1)
-            v = 0;
-        else if (u < 0.2)
-            v = -frand();
-        else if (u < 0.75)
-            v = frand();
-        else
-            v = exp2(6 * frand());
-        img->px[i] = (float)v;
-    }
-    img->px[4 * 1000 + 1] = NAN;
-    img->px[4 * 2000 + 0] = INFINITY;
-    img->px[4 * 3000 + 2] = -INFINITY;
-    img->px[4 * 5000 + 3] = NAN;
-}
-
 struct cl_case {
     const char *name;
     double scale, dx, dy, rotate;
@@ -816,23 +749,9 @@ static void test_cl_matches_c(void)
         memset(got.px, 0, n * sizeof(float));
         run_device(cl, u, &src, &got, NULL);
 
-        double max_err = 0;
-        size_t at = 0, bad_special = 0;
-        for (size_t i = 0; i < n; i++) {
-            float r = ref.px[i], g = got.px[i];
-            if (isnan(r) || isinf(r)) {
-                bad_special += !(isnan(r) ? isnan(g) : g == r);
-                continue;
-            }
-            double e = fabs((double)g - (double)r) / fmax(1.0, fabs((double)r));
-            if (!(e <= max_err)) {
-                max_err = e;
-                at = i;
-            }
-        }
-        fprintf(stderr, "  %-38s max rel error %.3g (pixel %zu,%zu ch %zu: ref %.9g cl %.9g)\n",
-                k->name, max_err, at / 4 % (size_t)w, at / 4 / (size_t)w, at % 4, ref.px[at],
-                got.px[at]);
+        struct cl_diff diff = compare_to_reference(&ref, &got, false, k->name);
+        double max_err = diff.max_err;
+        size_t bad_special = diff.bad_special;
         CHECKF(max_err <= op->cl_tolerance, "%s: %g", k->name, max_err);
         CHECKF(bad_special == 0, "%s: %zu NaN/Inf mismatches", k->name, bad_special);
         if (c == 0)
