@@ -420,6 +420,33 @@ def bench_speed(pf, path, results, runs=5):
                         "ffmpeg_filter": vf})
 
 
+def summarise(results):
+    print("\n## summary")
+    inv = [r["psnr"] for r in results if r["test"] == "relight_inverse"]
+    print(f"relight inverse: min PSNR {min(inv):.2f} dB over {len(inv)} images (goal >= 60)")
+    for model in ("gain", "gain_offset"):
+        gains = []
+        for r in results:
+            if r["test"] == "relight_match" and r["method"] == f"platefs match ({model})":
+                hand = [h for h in results if h["test"] == "relight_match" and
+                        h["clip"] == r["clip"] and h["method"].startswith("ffmpeg")][0]
+                gains.append((r["psnr"] - hand["psnr"], r["delta_e2000"] - hand["delta_e2000"]))
+        if gains:
+            print(f"relight match ({model}) vs ffmpeg by hand: PSNR "
+                  f"{min(g[0] for g in gains):+.2f}..{max(g[0] for g in gains):+.2f} dB, "
+                  f"dE2000 {min(g[1] for g in gains):+.3f}..{max(g[1] for g in gains):+.3f}")
+    for other in ("ffmpeg scale lanczos", "ffmpeg zscale lanczos"):
+        d = []
+        for r in results:
+            if r["test"] == "reframe" and r["method"].startswith("platefs"):
+                o = [x for x in results if x["test"] == "reframe" and x["image"] == r["image"]
+                     and x["scale"] == r["scale"] and x["method"] == other][0]
+                d.append((r["psnr"] - o["psnr"], r["ssim"] - o["ssim"]))
+        print(f"reframe vs {other}: PSNR {min(x[0] for x in d):+.3f}..{max(x[0] for x in d):+.3f}"
+              f" dB, SSIM {min(x[1] for x in d):+.4f}..{max(x[1] for x in d):+.4f} "
+              f"over {len(d)} cases")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--platefs", required=True)
@@ -461,6 +488,7 @@ def main():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=1)
+        summarise(results)
         bad = [r for r in results if r["test"] == "relight_inverse" and r["psnr"] < 60]
         if bad:
             print(f"\nFAIL: relight inverse below 60 dB on {len(bad)} image(s)")

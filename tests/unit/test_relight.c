@@ -873,7 +873,7 @@ static void test_match(void)
     make_plate(&ref, &(struct plate_look){{1, 1, 1}, {0, 0, 0}, 0, 0, 7, 0});
     make_plate(&frame, &(struct plate_look){{miss_gain[0], miss_gain[1], miss_gain[2]},
                                             {0, 0, 0}, 0, 0, 8, 0});
-    CHECKF(fit(&frame, &ref, MODEL_GAIN, &u, note, &err) == 0, "%s", err.msg);
+    CHECKF(fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err) == 0, "%s", err.msg);
     fprintf(stderr, "  plain miss:  %s\n", note);
     CHECK(u.stages == RELIGHT_FIT);
     CHECKF(worst_gain_error(&u) < 0.005, "%g", worst_gain_error(&u));
@@ -909,7 +909,7 @@ static void test_match(void)
     /* Deterministic: the same inputs give the same bytes. */
     struct relight_uniforms u2;
     char note2[RELIGHT_NOTE_WIDTH + 1];
-    REQUIRE(fit(&frame, &ref, MODEL_GAIN, &u2, note2, &err) == 0);
+    REQUIRE(fit(&frame, &ref, PFS_MATCH_GAIN, &u2, note2, &err) == 0);
     CHECK(memcmp(&u, &u2, sizeof u) == 0 && strcmp(note, note2) == 0);
 
     /* Camera motion (the reference 3 px right and 2 px down of the frame)
@@ -921,7 +921,7 @@ static void test_match(void)
         px(&frame, (i * 37) % w, (i * 101) % h)[i % 3] = i % 2 ? NAN : INFINITY;
         px(&ref, (i * 53) % w, (i * 29) % h)[i % 3] = i % 2 ? -INFINITY : NAN;
     }
-    CHECKF(fit(&frame, &ref, MODEL_GAIN, &u, note, &err) == 0, "%s", err.msg);
+    CHECKF(fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err) == 0, "%s", err.msg);
     fprintf(stderr, "  motion+object: %s\n", note);
     CHECKF(worst_gain_error(&u) < 0.01, "%g", worst_gain_error(&u));
     int shx = 0, shy = 0;
@@ -938,7 +938,7 @@ static void test_match(void)
         fl.offset[c] = -o_true[c] / g_true[c];
     }
     make_plate(&frame, &fl);
-    CHECKF(fit(&frame, &ref, MODEL_GAIN_OFFSET, &u, note, &err) == 0, "%s", err.msg);
+    CHECKF(fit(&frame, &ref, PFS_MATCH_GAIN_OFFSET, &u, note, &err) == 0, "%s", err.msg);
     fprintf(stderr, "  gain_offset: %s\n", note);
     for (int c = 0; c < 3; c++) {
         CHECKF(fabs(u.fit_gain[c] / g_true[c] - 1) < 0.01, "c%d gain %.5f", c, u.fit_gain[c]);
@@ -963,19 +963,19 @@ static void test_match(void)
 
     /* Absurd corrections keep the note's width. */
     make_plate(&frame, &(struct plate_look){{1e-5, 1e-5, 1e-5}, {0, 0, 0}, 0, 0, 8, 0});
-    CHECKF(fit(&frame, &ref, MODEL_GAIN, &u, note, &err) == 0, "%s", err.msg);
+    CHECKF(fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err) == 0, "%s", err.msg);
     fprintf(stderr, "  1e5 gain:    %s\n", note);
     CHECK(strlen(note) == RELIGHT_NOTE_WIDTH && strstr(note, "gain=[999.9999 ") != NULL);
 
     /* Too few samples: the reference black, or NaN everywhere: EIO. */
     fill(&ref, 0, 0, 0, 1);
     make_plate(&frame, &(struct plate_look){{1, 1, 1}, {0, 0, 0}, 0, 0, 8, 0});
-    CHECK(fit(&frame, &ref, MODEL_GAIN, &u, note, &err) == EIO);
+    CHECK(fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err) == EIO);
     fprintf(stderr, "  %s\n", err.msg);
     CHECK(strstr(err.msg, "reference frame 1012 share only 0 well-exposed, motion-consistent "
                           "samples (need 64); pick a reference closer in time") != NULL);
     fill(&ref, NAN, NAN, NAN, 1);
-    CHECK(fit(&frame, &ref, MODEL_GAIN, &u, note, &err) == EIO);
+    CHECK(fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err) == EIO);
 
     /* No reference with match on: EINVAL; differing sizes: EINVAL. */
     pfs_pvec vals[P_COUNT];
@@ -987,7 +987,7 @@ static void test_match(void)
     CHECK(strstr(err.msg, "match.frame") != NULL);
     struct pfs_image small = make_image(320, 180, 0, 0);
     fill(&small, 0.2f, 0.2f, 0.2f, 1);
-    CHECK(fit(&frame, &small, MODEL_GAIN, &u, note, &err) == EINVAL);
+    CHECK(fit(&frame, &small, PFS_MATCH_GAIN, &u, note, &err) == EINVAL);
     fprintf(stderr, "  %s\n", err.msg);
     pfs_image_free(&small);
 
@@ -1027,7 +1027,7 @@ static void test_match_1080p(void)
     double best = INFINITY;
     for (int i = 0; i < 3; i++) {
         double t0 = now_ms();
-        int rc = fit(&frame, &ref, MODEL_GAIN, &u, note, &err);
+        int rc = fit(&frame, &ref, PFS_MATCH_GAIN, &u, note, &err);
         best = fmin(best, now_ms() - t0);
         CHECKF(rc == 0, "%s", err.msg);
     }
