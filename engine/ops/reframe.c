@@ -13,7 +13,11 @@
  * from filter_weight() around q, stretched by 1/scale when scale < 1 so that a
  * pull-out does not alias, each axis normalised to sum to 1. Taps outside the
  * data window follow the border rule; NaN and Inf source values read as 0, so
- * they never spread (see docs/reframe.md for the reasons).
+ * they never spread (see docs/reframe.md for the reasons). With antiring > 0
+ * each output value that falls outside the [min, max] of the source pixels
+ * under the kernel's main lobe (the 2x2 around q when pushing in) is pulled
+ * towards that range by the antiring strength, which takes the filter's
+ * ringing out next to hot highlights.
  *
  * prepare() turns the parameters into uniforms (the 2x2 map, the filter's
  * support, an identity flag). run_cpu is the reference and test oracle:
@@ -43,6 +47,10 @@
 static const char *const border_names[] = {"black", "clamp", "mirror", NULL};
 static const char *const filter_names[] = {"lanczos3", "lanczos4", NULL};
 
+/* The default anti-ringing strength, chosen on the quality bench
+ * (docs/reframe.md, Anti-ringing). */
+#define REFRAME_ANTIRING_DEFAULT 1
+
 static const struct pfs_param_desc reframe_params[] = {
     {.name = "scale", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 0.25, .max = 8,
      .def = {1}, .keyframable = true,
@@ -61,10 +69,15 @@ static const struct pfs_param_desc reframe_params[] = {
              "stretched) or mirror"},
     {.name = "filter", .type = PFS_PARAM_ENUM, .ncomp = 1, .choices = filter_names,
      .def = {0}, .help = "resampling filter (lanczos3, or the sharper, wider lanczos4)"},
+    {.name = "antiring", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 0, .max = 1,
+     .def = {REFRAME_ANTIRING_DEFAULT},
+     .help = "anti-ringing strength: 1 clamps each output value to the range of the source "
+             "pixels nearest the sample (no dark halos around highlights), 0 is plain "
+             "Lanczos"},
 };
 
 /* Indices into the value array, in table order. */
-enum { P_SCALE, P_OFFSET, P_ROTATE, P_BORDER, P_FILTER, P_COUNT };
+enum { P_SCALE, P_OFFSET, P_ROTATE, P_BORDER, P_FILTER, P_ANTIRING, P_COUNT };
 _Static_assert(sizeof reframe_params / sizeof reframe_params[0] == P_COUNT,
                "reframe: parameter enum out of step with the table");
 
@@ -94,6 +107,8 @@ struct reframe_uniforms {
     int ntaps;     /* taps per axis: 2 * half */
     double fs;     /* filter scale, min(scale, 1): weights are w(t * fs) */
     double radius; /* support half-width in source pixels, filter radius / fs */
+    double lobe;   /* main lobe half-width in source pixels, 1 / fs */
+    double antiring; /* 0..1: how far values beyond the lobe's range are pulled in */
     double cx, cy; /* display-window centre, display coordinates */
     double qx, qy; /* the source point shown at the centre: c + offset */
     double m[2][2]; /* output offset from c -> source offset from q: R(-rotate) / scale */
@@ -145,13 +160,34 @@ static void phase_weights(const struct reframe_uniforms *u, double f, double w[]
         w[k] /= sum;
 }
 
+/*
+ * The taps of one axis inside the filter's main lobe, for a sample at phase
+ * f: those less than lobe (1 / fs) source pixels from the sample, where the
+ * weight is positive, as the tap indices lobe[0] .. lobe[1] (contiguous,
+ * never empty: the tap at -f is always in). At scale >= 1 these are the two
+ * pixels either side of the sample (one at f = 0). cl/reframe.cl's
+ * reframe_lobe makes the same test in float.
+ */
+static void lobe_taps(const struct reframe_uniforms *u, double f, int lobe[2])
+{
+    lobe[0] = u->ntaps;
+    lobe[1] = -1;
+    for (int k = 0; k < u->ntaps; k++)
+        if (fabs((double)(k + 1 - u->half) - f) < u->lobe) {
+            if (k < lobe[0])
+                lobe[0] = k;
+            lobe[1] = k;
+        }
+}
+
 /* The taps of one axis around position s (source pixel coordinates: pixel
  * i is centred at i): the weights of source pixels first .. first + ntaps -
- * 1. Returns first. */
-static int axis_taps(const struct reframe_uniforms *u, double s, double w[])
+ * 1, and which of them lie in the main lobe. Returns first. */
+static int axis_taps(const struct reframe_uniforms *u, double s, double w[], int lobe[2])
 {
     double i = floor(s);
     phase_weights(u, s - i, w); /* s - floor(s) is exact */
+    lobe_taps(u, s - i, lobe);
     return (int)i + 1 - u->half;
 }
 
@@ -210,6 +246,7 @@ static int reframe_prepare(const pfs_pvec *vals, const struct pfs_op_frame *in,
     double scale = vals[P_SCALE][0], rotate = vals[P_ROTATE][0];
     double ox = vals[P_OFFSET][0], oy = vals[P_OFFSET][1];
     int border = (int)vals[P_BORDER][0], filter = (int)vals[P_FILTER][0];
+    double antiring = vals[P_ANTIRING][0];
     if (!(scale >= 0.25 && scale <= 8))
         return pfs_error_set(err, EINVAL, "reframe: scale %g outside 0.25..8", scale);
     if (!(rotate >= -45 && rotate <= 45))
@@ -220,6 +257,8 @@ static int reframe_prepare(const pfs_pvec *vals, const struct pfs_op_frame *in,
         return pfs_error_set(err, EINVAL, "reframe: border index %d out of range", border);
     if (filter < 0 || filter >= FILTER_COUNT)
         return pfs_error_set(err, EINVAL, "reframe: filter index %d out of range", filter);
+    if (!(antiring >= 0 && antiring <= 1))
+        return pfs_error_set(err, EINVAL, "reframe: antiring %g outside 0..1", antiring);
 
     const struct pfs_rect *d = &in->frame->display;
     u->cx = 0.5 * ((double)d->x0 + (double)d->x1 + 1);
@@ -228,6 +267,7 @@ static int reframe_prepare(const pfs_pvec *vals, const struct pfs_op_frame *in,
     u->qy = u->cy + oy;
     u->border = border;
     u->filter = filter;
+    u->antiring = antiring;
     u->identity = scale == 1 && ox == 0 && oy == 0 && rotate == 0;
     u->rotated = rotate != 0;
 
@@ -249,6 +289,7 @@ static int reframe_prepare(const pfs_pvec *vals, const struct pfs_op_frame *in,
      * output's Nyquist; a push-in keeps it at source-pixel size. */
     u->fs = scale < 1 ? scale : 1;
     u->radius = filter_radius[filter] / u->fs;
+    u->lobe = 1 / u->fs;
     u->half = (int)ceil(u->radius);
     if (u->half > REFRAME_MAX_TAPS / 2) /* only by rounding: radius <= 4 / 0.25 */
         u->half = REFRAME_MAX_TAPS / 2;
@@ -263,6 +304,22 @@ static int check_sizes(int sw, int sh, int dw, int dh, pfs_error *err)
         return pfs_error_set(err, EINVAL, "reframe: source %dx%d, destination %dx%d", sw, sh,
                              dw, dh);
     return 0;
+}
+
+/*
+ * Anti-ringing of one output value v: beyond [lo, hi], the range of the
+ * source pixels under the main lobe, it moves that fraction of the way to
+ * the range; inside, it stays exactly as it is (so exact shifts stay exact).
+ * At strength 1 the result is exactly lo or hi. reframe_antiring in
+ * cl/reframe.cl is the same in float.
+ */
+static double antiring_value(double v, double lo, double hi, double a)
+{
+    if (v < lo)
+        return (1 - a) * v + a * lo;
+    if (v > hi)
+        return (1 - a) * v + a * hi;
+    return v;
 }
 
 static int reframe_run_cpu(const void *uniforms, const struct pfs_op_io *io, pfs_error *err)
@@ -284,8 +341,9 @@ static int reframe_run_cpu(const void *uniforms, const struct pfs_op_io *io, pfs
     for (int y = 0; y < h; y++) {
         for (int x = 0; x < w; x++) {
             double sx, sy, wx[REFRAME_MAX_TAPS], wy[REFRAME_MAX_TAPS];
+            int lx[2], ly[2];
             source_position(u, src->origin_x, src->origin_y, x, y, &sx, &sy);
-            int fx = axis_taps(u, sx, wx), fy = axis_taps(u, sy, wy);
+            int fx = axis_taps(u, sx, wx, lx), fy = axis_taps(u, sy, wy, ly);
             double acc[4] = {0, 0, 0, 0};
             for (int j = 0; j < u->ntaps; j++) {
                 int iy = border_index((long)fy + j, h, u->border);
@@ -301,6 +359,28 @@ static int reframe_run_cpu(const void *uniforms, const struct pfs_op_io *io, pfs
                         if (isfinite(v[c])) /* NaN and Inf read as 0 */
                             acc[c] += wt * v[c];
                 }
+            }
+            if (u->antiring > 0) {
+                /* The range of the source pixels under the main lobe, read
+                 * as the filter reads them (black border and non-finite
+                 * values as 0). */
+                double lo[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
+                double hi[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                for (int j = ly[0]; j <= ly[1]; j++) {
+                    int iy = border_index((long)fy + j, h, u->border);
+                    for (int i = lx[0]; i <= lx[1]; i++) {
+                        int ix = border_index((long)fx + i, w, u->border);
+                        const float *v = iy < 0 || ix < 0 ? NULL
+                                         : src->px + ((size_t)iy * (size_t)w + (size_t)ix) * 4u;
+                        for (int c = 0; c < 4; c++) {
+                            double vc = v && isfinite(v[c]) ? v[c] : 0;
+                            lo[c] = fmin(lo[c], vc);
+                            hi[c] = fmax(hi[c], vc);
+                        }
+                    }
+                }
+                for (int c = 0; c < 4; c++)
+                    acc[c] = antiring_value(acc[c], lo[c], hi[c], u->antiring);
             }
             float *out = dst->px + ((size_t)y * (size_t)w + (size_t)x) * 4u;
             for (int c = 0; c < 4; c++)
@@ -367,16 +447,17 @@ static int enqueue_2d(struct pfs_cl *cl, cl_kernel k, int gx, int gy, pfs_error 
  * reads around s = q + step (origin + n + 0.5 - centre) - origin - 0.5, as
  * in source_position. For each n: the ntaps source indices under the border
  * rule (-1: black) and the weights in float, from the same axis_taps and
- * border_index as the reference.
+ * border_index as the reference, and the first and last tap of the main
+ * lobe (lobe[2n], lobe[2n + 1]) for anti-ringing.
  */
 static void axis_table(const struct reframe_uniforms *u, int len, int srclen, int origin,
-                       double centre, double q, double step, int *idx, float *wt)
+                       double centre, double q, double step, int *idx, float *wt, int *lobe)
 {
     for (int n = 0; n < len; n++) {
         double p = origin + n + 0.5 - centre;
         double s = q + step * p - origin - 0.5;
         double w[REFRAME_MAX_TAPS];
-        int first = axis_taps(u, s, w);
+        int first = axis_taps(u, s, w, lobe + 2 * (size_t)n);
         for (int k = 0; k < u->ntaps; k++) {
             idx[(size_t)n * (size_t)u->ntaps + (size_t)k] =
                 border_index((long)first + k, srclen, u->border);
@@ -389,7 +470,9 @@ static void axis_table(const struct reframe_uniforms *u, int len, int srclen, in
  * Without rotation: pass 1 filters the source rows the output needs along
  * x into an intermediate (output width x those rows), pass 2 filters that
  * along y. Each output column's taps and weights are computed once here,
- * not per pixel.
+ * not per pixel. Anti-ringing needs the source pixels under the main lobe,
+ * not pass 1's filtered rows, so pass 2 also reads the source: the lobe's
+ * columns through the x tables, its rows through the y tables.
  */
 static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
                          const struct pfs_cl_image *src, struct pfs_cl_image *dst,
@@ -406,14 +489,16 @@ static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
     size_t nx = (size_t)w * (size_t)nt, ny = (size_t)h * (size_t)nt;
     int *xidx = malloc(nx * sizeof *xidx), *yidx = malloc(ny * sizeof *yidx);
     float *xw = malloc(nx * sizeof *xw), *yw = malloc(ny * sizeof *yw);
-    cl_mem bxidx = NULL, bxw = NULL, byidx = NULL, byw = NULL;
+    int *xlobe = malloc(2 * (size_t)w * sizeof *xlobe);
+    int *ylobe = malloc(2 * (size_t)h * sizeof *ylobe);
+    cl_mem bxidx = NULL, bxw = NULL, byidx = NULL, byw = NULL, bxlobe = NULL, bylobe = NULL;
     struct pfs_cl_image tmp = {0};
-    if (!xidx || !yidx || !xw || !yw) {
+    if (!xidx || !yidx || !xw || !yw || !xlobe || !ylobe) {
         rc = pfs_error_set(err, ENOMEM, "reframe: no memory for the tap tables");
         goto out;
     }
-    axis_table(u, w, w, src->origin_x, u->cx, u->qx, u->m[0][0], xidx, xw);
-    axis_table(u, h, h, src->origin_y, u->cy, u->qy, u->m[1][1], yidx, yw);
+    axis_table(u, w, w, src->origin_x, u->cx, u->qx, u->m[0][0], xidx, xw, xlobe);
+    axis_table(u, h, h, src->origin_y, u->cy, u->qy, u->m[1][1], yidx, yw, ylobe);
 
     /* Only the source rows some output row reads go through pass 1. */
     int row0 = h, row1 = -1;
@@ -440,10 +525,15 @@ static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
         rc = upload_array(cl, yidx, ny * sizeof *yidx, &byidx, err);
     if (rc == 0)
         rc = upload_array(cl, yw, ny * sizeof *yw, &byw, err);
+    if (rc == 0)
+        rc = upload_array(cl, xlobe, 2 * (size_t)w * sizeof *xlobe, &bxlobe, err);
+    if (rc == 0)
+        rc = upload_array(cl, ylobe, 2 * (size_t)h * sizeof *ylobe, &bylobe, err);
     if (rc)
         goto out;
 
     cl_int width = w, first_row = row0, ntaps = nt;
+    cl_float antiring = (cl_float)u->antiring;
     {
         const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof width,
                                 sizeof first_row, sizeof ntaps, sizeof(cl_mem), sizeof(cl_mem)};
@@ -454,10 +544,14 @@ static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
             rc = enqueue_2d(cl, krows, w, nrows, err);
     }
     if (rc == 0) {
-        const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof width, sizeof ntaps,
-                                sizeof(cl_mem), sizeof(cl_mem)};
-        const void *const values[] = {&tmp.buf, &dst->buf, &width, &ntaps, &byidx, &byw};
-        rc = set_args(kcols, sizes, values, 6, err);
+        const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem),  sizeof width,
+                                sizeof ntaps,   sizeof(cl_mem),  sizeof(cl_mem),
+                                sizeof antiring, sizeof(cl_mem), sizeof first_row,
+                                sizeof(cl_mem), sizeof(cl_mem),  sizeof(cl_mem)};
+        const void *const values[] = {&tmp.buf,  &dst->buf, &width,     &ntaps,
+                                      &byidx,    &byw,      &antiring,  &src->buf,
+                                      &first_row, &bxidx,   &bxlobe,    &bylobe};
+        rc = set_args(kcols, sizes, values, 12, err);
         if (rc == 0)
             rc = enqueue_2d(cl, kcols, w, h, err);
     }
@@ -472,11 +566,17 @@ out:
         clReleaseMemObject(byidx);
     if (byw)
         clReleaseMemObject(byw);
+    if (bxlobe)
+        clReleaseMemObject(bxlobe);
+    if (bylobe)
+        clReleaseMemObject(bylobe);
     pfs_cl_image_release(&tmp);
     free(xidx);
     free(yidx);
     free(xw);
     free(yw);
+    free(xlobe);
+    free(ylobe);
     return rc;
 }
 
@@ -497,7 +597,10 @@ static void split(double d, cl_int *i, cl_float *f)
  * (x, y): a per-column part plus a per-row part, each computed here in
  * double and split into an integer and a fraction, so the kernel adds
  * integers exactly and fractions below 2 in float (~1e-7 px) instead of
- * forming thousands of pixels in float (~1e-4 px).
+ * forming thousands of pixels in float (~1e-4 px). The kernel finds the main
+ * lobe's taps for anti-ringing from the same float phase (reframe_lobe): at
+ * a pull-out a sample within ~1e-7 px of the lobe's edge could take in a
+ * zero-weight tap there that the reference leaves out (docs/reframe.md).
  */
 static int run_rotated(struct pfs_cl *cl, const struct reframe_uniforms *u,
                        const struct pfs_cl_image *src, struct pfs_cl_image *dst,
@@ -549,14 +652,15 @@ static int run_rotated(struct pfs_cl *cl, const struct reframe_uniforms *u,
 
     cl_int width = w, height = h, ntaps = u->ntaps, half = u->half, border = u->border;
     cl_int phases = REFRAME_PHASES;
+    cl_float lobe = (cl_float)u->lobe, antiring = (cl_float)u->antiring;
     const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof width,   sizeof height,
                             sizeof ntaps,   sizeof half,    sizeof border,  sizeof phases,
                             sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem),
-                            sizeof(cl_mem)};
-    const void *const values[] = {&src->buf, &dst->buf, &width, &height, &ntaps,
+                            sizeof(cl_mem), sizeof lobe,    sizeof antiring};
+    const void *const values[] = {&src->buf, &dst->buf, &width,  &height, &ntaps,
                                   &half,     &border,   &phases, &btable, &bcoli,
-                                  &bcolf,    &browi,    &browf};
-    rc = set_args(kernel, sizes, values, 13, err);
+                                  &bcolf,    &browi,    &browf,  &lobe,   &antiring};
+    rc = set_args(kernel, sizes, values, 15, err);
     if (rc == 0)
         rc = enqueue_2d(cl, kernel, w, h, err);
 

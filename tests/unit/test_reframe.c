@@ -2,8 +2,10 @@
  * test_reframe.c - the reframe op: its C reference against geometry and
  * signal facts that hold whatever the implementation (exact copies and
  * shifts, flat fields, ramps and sinusoids sampled where the geometry says,
- * centroids, the rotation's sign, border rules, NaN isolation), and its
- * OpenCL path against the C reference on the real device.
+ * centroids, the rotation's sign, border rules, NaN isolation), anti-ringing
+ * (no halo below the local minimum around a hot highlight, smooth signals
+ * untouched), and its OpenCL path against the C reference on the real
+ * device.
  *
  * The op file is included rather than linked so that its static helpers and
  * uniforms are visible; everything else goes through the descriptor exactly
@@ -106,12 +108,14 @@ static void test_identity_exact(void)
     for (size_t i = 0; i < n; i++)
         src.px[i] = i % 3 == 0 ? float_of(special_bits[(i / 3) % 7])
                                : (float)(i % 2 ? 37.5 * frand() : -frand());
-    for (int b = BORDER_BLACK; b <= BORDER_MIRROR; b++) {
-        vals[P_BORDER][0] = b;
-        memset(dst.px, 0xab, n * sizeof(float));
-        run_cpu(vals, &src, &dst);
-        CHECK(memcmp(src.px, dst.px, n * sizeof(float)) == 0);
-    }
+    for (int a = 0; a <= 1; a++) /* with and without anti-ringing */
+        for (int b = BORDER_BLACK; b <= BORDER_MIRROR; b++) {
+            vals[P_ANTIRING][0] = a;
+            vals[P_BORDER][0] = b;
+            memset(dst.px, 0xab, n * sizeof(float));
+            run_cpu(vals, &src, &dst);
+            CHECK(memcmp(src.px, dst.px, n * sizeof(float)) == 0);
+        }
     CHECK(dst.origin_x == -3 && dst.origin_y == 2 && dst.display.x1 == 11);
     pfs_image_free(&src);
     pfs_image_free(&dst);
@@ -132,9 +136,14 @@ static void test_integer_shift(void)
     px(&src, 10, 10)[1] = NAN;
     px(&src, 12, 10)[2] = INFINITY;
 
-    set_geometry(vals, 1, dx, dy, 0);
-    for (int b = BORDER_BLACK; b <= BORDER_MIRROR; b++) {
+    /* Every border, with and without anti-ringing: each output value is its
+     * lobe's only pixel, so the clamp never moves it. */
+    static const double strengths[] = {0, 0.5, 1};
+    for (int k = 0; k < 3 * 3; k++) {
+        int b = k % 3;
+        set_geometry(vals, 1, dx, dy, 0);
         vals[P_BORDER][0] = b;
+        vals[P_ANTIRING][0] = strengths[k / 3];
         run_cpu(vals, &src, &dst);
         size_t wrong = 0;
         for (int y = 0; y < h; y++)
@@ -146,8 +155,8 @@ static void test_integer_shift(void)
                         want = 0; /* non-finite reads as 0 */
                     wrong += px(&dst, x, y)[c] != want;
                 }
-        CHECKF(wrong == 0, "border %s: %zu values differ from the exact shift", border_names[b],
-               wrong);
+        CHECKF(wrong == 0, "border %s antiring %g: %zu values differ from the exact shift",
+               border_names[b], strengths[k / 3], wrong);
     }
     /* The pixels beside the NaN's and the Inf's positions are exact. */
     CHECK(px(&dst, 10 - dx, 10 - dy)[1] == 0.0f);
@@ -272,8 +281,11 @@ static void test_sinusoid(void)
             p[3] = 1;
         }
     static const double cases[][4] = {{1.25, 3.3, -1.7, 0}, {1.08, 0, 0, 0}, {1.25, 0, 0, 2}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (size_t n = 0; n < 2 * sizeof cases / sizeof cases[0]; n++) {
+        size_t c = n % (sizeof cases / sizeof cases[0]);
+        int ar = n >= sizeof cases / sizeof cases[0]; /* the second round: antiring 1 */
         set_geometry(vals, cases[c][0], cases[c][1], cases[c][2], cases[c][3]);
+        vals[P_ANTIRING][0] = ar;
         run_cpu(vals, &src, &dst);
         double worst = 0;
         for (int y = 0; y < h; y++)
@@ -286,18 +298,23 @@ static void test_sinusoid(void)
                 for (int ch = 0; ch < 3; ch++)
                     worst = fmax(worst, fabs(px(&dst, x, y)[ch] - want[ch]));
             }
-        fprintf(stderr, "  sinusoid (period %g px), scale %g rotate %g: max error %.3g\n", period,
-                cases[c][0], cases[c][3], worst);
+        fprintf(stderr,
+                "  sinusoid (period %g px), scale %g rotate %g antiring %d: max error %.3g\n",
+                period, cases[c][0], cases[c][3], ar, worst);
         /* Lanczos-3's gain at 1/24 cycle per pixel is within 1e-4 of 1;
          * its phase ripple, 0.02 px * 2 pi / 24, gives up to ~5e-3. A
-         * half-pixel shift would be 0.13. */
-        CHECKF(worst < 6e-3, "case %zu: %g", c, worst);
+         * half-pixel shift would be 0.13. Anti-ringing also flattens a
+         * crest that falls between two samples to the larger of them: up to
+         * 1 - cos(pi / 24) = 8.6e-3 of the amplitude, where the ripple is
+         * small. */
+        CHECKF(worst < (ar ? 0.011 : 6e-3), "case %zu antiring %d: %g", c, ar, worst);
     }
     pfs_image_free(&src);
     pfs_image_free(&dst);
 }
 
-/* No half-pixel shift: a centred impulse pushed in by 2 stays centred. */
+/* No half-pixel shift: a centred impulse pushed in by 2 stays centred, with
+ * and without anti-ringing (which is symmetric too). */
 static void test_centroid(void)
 {
     pfs_pvec vals[P_COUNT];
@@ -306,9 +323,11 @@ static void test_centroid(void)
     struct pfs_image dst = make_image(101, 101, 0, 0, 1, 1);
     fill(&src, 0, 0, 0, 1);
     px(&src, 50, 50)[0] = 1;
-    for (int f = 0; f < FILTER_COUNT; f++) {
+    for (int n = 0; n < 2 * FILTER_COUNT; n++) {
+        int f = n % FILTER_COUNT;
         set_geometry(vals, 2, 0, 0, 0);
         vals[P_FILTER][0] = f;
+        vals[P_ANTIRING][0] = n / FILTER_COUNT;
         run_cpu(vals, &src, &dst);
         double cx, cy;
         centroid(&dst, &cx, &cy);
@@ -331,8 +350,10 @@ static void test_centroid(void)
         for (int x = 49; x <= 50; x++)
             px(&src, x, y)[0] = 1;
     static const double scales[] = {1.08, 2, 0.7};
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t n = 0; n < 6; n++) {
+        size_t i = n % 3;
         set_geometry(vals, scales[i], 0, 0, 0);
+        vals[P_ANTIRING][0] = (double)(n / 3);
         run_cpu(vals, &src, &dst);
         double cx, cy;
         centroid(&dst, &cx, &cy);
@@ -340,12 +361,19 @@ static void test_centroid(void)
                cx, cy);
     }
     /* A pan moves it by -offset: the offset is the source point at the
-     * centre. */
-    set_geometry(vals, 1, 10.25, -4.5, 0);
-    run_cpu(vals, &src, &dst);
-    double cx, cy;
-    centroid(&dst, &cx, &cy);
-    CHECKF(fabs(cx - 39.75) < 0.03 && fabs(cy - 44.5) < 0.03, "pan: %.4f %.4f", cx, cy);
+     * centre. Anti-ringing is not linear: at a quarter-pixel phase it clips
+     * the negative lobes on either side of the block unequally, which moves
+     * the signed centroid by a few hundredths of a pixel (0.038 here). */
+    for (int a = 0; a <= 1; a++) {
+        set_geometry(vals, 1, 10.25, -4.5, 0);
+        vals[P_ANTIRING][0] = a;
+        run_cpu(vals, &src, &dst);
+        double cx, cy;
+        centroid(&dst, &cx, &cy);
+        double tol = a ? 0.05 : 0.03;
+        CHECKF(fabs(cx - 39.75) < tol && fabs(cy - 44.5) < tol, "pan, antiring %d: %.4f %.4f", a,
+               cx, cy);
+    }
     pfs_image_free(&src);
     pfs_image_free(&dst);
 }
@@ -368,15 +396,23 @@ static void test_rotation_sign(void)
         {1, -30, 50.5 + 17.320508, 50.5 + 10},
         {1.2, 10, 50.5 + 24 * 0.98480775, 50.5 - 24 * 0.17364818},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const size_t ncases = sizeof cases / sizeof cases[0];
+    for (size_t n = 0; n < 2 * ncases; n++) {
+        size_t i = n % ncases;
+        int a = n >= ncases;
         set_geometry(vals, cases[i].scale, 0, 0, cases[i].rotate);
+        vals[P_ANTIRING][0] = a;
         run_cpu(vals, &src, &dst);
         double cx, cy;
         centroid(&dst, &cx, &cy);
-        fprintf(stderr, "  dot (+20, 0) at scale %g rotate %+g: centroid (%+.3f, %+.3f)\n",
-                cases[i].scale, cases[i].rotate, cx - 50.5, cy - 50.5);
-        CHECKF(fabs(cx - cases[i].want_x) < 0.05 && fabs(cy - cases[i].want_y) < 0.05,
-               "case %zu: %.4f %.4f, want %.4f %.4f", i, cx, cy, cases[i].want_x,
+        fprintf(stderr,
+                "  dot (+20, 0) at scale %g rotate %+g antiring %d: centroid (%+.3f, %+.3f)\n",
+                cases[i].scale, cases[i].rotate, a, cx - 50.5, cy - 50.5);
+        /* Anti-ringing clips a lone dot's negative lobes, unequally at a
+         * fractional phase: its signed centroid moves by up to ~0.06 px. */
+        double tol = a ? 0.1 : 0.05;
+        CHECKF(fabs(cx - cases[i].want_x) < tol && fabs(cy - cases[i].want_y) < tol,
+               "case %zu antiring %d: %.4f %.4f, want %.4f %.4f", i, a, cx, cy, cases[i].want_x,
                cases[i].want_y);
     }
     pfs_image_free(&src);
@@ -603,6 +639,161 @@ static void test_data_window(void)
     pfs_image_free(&ocrop);
 }
 
+/* A hot highlight: one pixel at 1000 on a 0.1 background, as a practical
+ * light or a glint is in a scene-linear plate. */
+static struct pfs_image highlight_plate(int w, int h)
+{
+    struct pfs_image img = make_image(w, h, 0, 0, w, h);
+    fill(&img, 0.1f, 0.1f, 0.1f, 1.0f);
+    float *p = px(&img, w / 2 - 1, h / 2 - 1);
+    p[0] = p[1] = p[2] = 1000;
+    return img;
+}
+
+/*
+ * Lanczos's negative lobes next to the highlight undershoot by about a
+ * tenth of it, far below black: a dark halo. With antiring 1 no value goes
+ * below the local minimum (the background) or above the highlight, and
+ * the highlight stays far above 1: the clamp is to the neighbourhood, not
+ * to 0..1. Pushing in, rotated, and pulling out (where the lobe, and so
+ * the neighbourhood, is wider).
+ */
+static void test_antiring_highlight(void)
+{
+    const int w = 64, h = 48;
+    pfs_pvec vals[P_COUNT];
+    struct pfs_image src = highlight_plate(w, h), dst = make_image(w, h, 0, 0, 1, 1);
+    static const double cases[][4] = {
+        {1.08, 0, 0, 0}, {1.08, 0.3, -0.2, 3}, {1.25, 0.4, 0.1, 0},
+        {2, 0.25, 0.5, 0}, {0.5, 0, 0, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int a = 0; a <= 1; a++) {
+            set_geometry(vals, cases[k][0], cases[k][1], cases[k][2], cases[k][3]);
+            vals[P_ANTIRING][0] = a;
+            vals[P_BORDER][0] = BORDER_CLAMP; /* the background continues beyond the edge */
+            run_cpu(vals, &src, &dst);
+            float lo = INFINITY, hi = -INFINITY;
+            size_t alpha = 0;
+            for (size_t i = 0; i < pfs_image_floats(&dst); i++) {
+                if (i % 4 == 3) {
+                    alpha += dst.px[i] != 1.0f;
+                    continue;
+                }
+                lo = fminf(lo, dst.px[i]);
+                hi = fmaxf(hi, dst.px[i]);
+            }
+            if (k == 0 || k == 4)
+                fprintf(stderr,
+                        "  highlight 1000 on 0.1, scale %g antiring %d: min %.4g max %.4g\n",
+                        cases[k][0], a, lo, hi);
+            if (a) {
+                CHECKF(lo >= 0.1f, "case %zu: undershoot to %.9g", k, lo);
+                CHECKF(hi <= 1000.0f, "case %zu: overshoot to %.9g", k, hi);
+                CHECKF(hi > 100.0f, "case %zu: the highlight lost: %g", k, hi);
+                CHECKF(alpha == 0, "case %zu: %zu alpha values off 1", k, alpha);
+            } else {
+                /* Plain Lanczos rings below black by a good part of 100. */
+                CHECKF(lo < -10.0f, "case %zu: no undershoot (min %g)", k, lo);
+            }
+        }
+    pfs_image_free(&src);
+    pfs_image_free(&dst);
+}
+
+/* Where the signal is smooth the filter does not ring, the output stays
+ * inside its neighbourhood's range, and anti-ringing changes nothing: a
+ * ramp comes out the same with antiring 0 and 1 (to within float), pushing
+ * in, panned, rotated and pulling out, with both filters. */
+static void test_antiring_smooth(void)
+{
+    static const double cases[][4] = {
+        {1.08, 0, 0, 0}, {1.25, -11.5, 4.25, 0}, {2, 0.3, 0.7, 0},
+        {0.5, 0, 0, 0},  {1.08, 0.3, -0.7, 3},   {0.7, 2, -1, -20},
+    };
+    const int w = 160, h = 100;
+    pfs_pvec vals[P_COUNT];
+    struct pfs_image src = make_image(w, h, -13, 7, 140, 120);
+    struct pfs_image d0 = make_image(w, h, 0, 0, 1, 1), d1 = make_image(w, h, 0, 0, 1, 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float *p = px(&src, x, y);
+            double X = src.origin_x + x + 0.5, Y = src.origin_y + y + 0.5;
+            p[0] = (float)(1 + 0.125 * X - 0.0625 * Y);
+            p[1] = (float)(0.5 * X);
+            p[2] = (float)(-0.25 * Y);
+            p[3] = 1;
+        }
+    double worst = 0;
+    size_t changed = 0, n = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int f = 0; f < FILTER_COUNT; f++) {
+            set_geometry(vals, cases[k][0], cases[k][1], cases[k][2], cases[k][3]);
+            vals[P_FILTER][0] = f;
+            vals[P_ANTIRING][0] = 0;
+            run_cpu(vals, &src, &d0);
+            vals[P_ANTIRING][0] = 1;
+            run_cpu(vals, &src, &d1);
+            /* Pixels whose whole footprint lies inside the data window. */
+            double margin = 1 + filter_radius[f] / fmin(cases[k][0], 1);
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    double qx, qy;
+                    source_at(vals, &d0, x, y, &qx, &qy);
+                    if (qx - src.origin_x < margin || qx - src.origin_x > w - margin ||
+                        qy - src.origin_y < margin || qy - src.origin_y > h - margin)
+                        continue;
+                    n++;
+                    for (int c = 0; c < 4; c++) {
+                        double a = px(&d0, x, y)[c], b = px(&d1, x, y)[c];
+                        worst = fmax(worst, fabs(a - b) / fmax(1, fabs(a)));
+                        changed += a != b;
+                    }
+                }
+        }
+    fprintf(stderr, "  ramps: antiring 1 against 0: %zu of %zu values differ, by at most %.3g\n",
+            changed, 4 * n, worst);
+    CHECK(n > 10000);
+    CHECKF(worst <= 1e-6, "%g", worst);
+    pfs_image_free(&src);
+    pfs_image_free(&d0);
+    pfs_image_free(&d1);
+}
+
+/* The main lobe's taps: the two pixels either side of the sample when
+ * pushing in (one when the sample is on a pixel), wider when pulling out. */
+static void test_lobe_taps(void)
+{
+    pfs_pvec vals[P_COUNT];
+    unsigned char ub[1024];
+    struct reframe_uniforms *u = (struct reframe_uniforms *)ub;
+    struct pfs_image img = make_image(4, 4, 0, 0, 4, 4);
+    struct pfs_op_frame in = {.frame = &img};
+    int lobe[2];
+    set_geometry(vals, 1.08, 0, 0, 0);
+    REQUIRE(op->prepare(vals, &in, u, NULL) == 0);
+    CHECK(u->lobe == 1 && u->half == 3);
+    lobe_taps(u, 0.3, lobe);
+    CHECK(lobe[0] == u->half - 1 && lobe[1] == u->half); /* pixels i and i + 1 */
+    lobe_taps(u, 0, lobe);
+    CHECK(lobe[0] == u->half - 1 && lobe[1] == u->half - 1); /* on pixel i: i alone */
+    lobe_taps(u, 0.999, lobe);
+    CHECK(lobe[0] == u->half - 1 && lobe[1] == u->half);
+    set_geometry(vals, 0.5, 0, 0, 0); /* lobe 2 px: 4 taps, 3 on a pixel */
+    REQUIRE(op->prepare(vals, &in, u, NULL) == 0);
+    CHECK(u->lobe == 2 && u->half == 6);
+    lobe_taps(u, 0.3, lobe);
+    CHECK(lobe[0] == u->half - 2 && lobe[1] == u->half + 1);
+    lobe_taps(u, 0, lobe);
+    CHECK(lobe[0] == u->half - 2 && lobe[1] == u->half);
+    set_geometry(vals, 0.25, 0, 0, 0); /* the widest: 8 of lanczos4's 32 */
+    vals[P_FILTER][0] = FILTER_LANCZOS4;
+    REQUIRE(op->prepare(vals, &in, u, NULL) == 0);
+    lobe_taps(u, 0.5, lobe);
+    CHECK(lobe[0] == u->half - 4 && lobe[1] == u->half + 3 && lobe[1] < u->ntaps);
+    pfs_image_free(&img);
+}
+
 static void test_advise_and_prepare(void)
 {
     pfs_pvec vals[P_COUNT];
@@ -638,6 +829,18 @@ static void test_advise_and_prepare(void)
     defaults(vals);
     vals[P_BORDER][0] = 3;
     CHECK(op->prepare(vals, &in, u, NULL) == EINVAL);
+    defaults(vals);
+    vals[P_ANTIRING][0] = 1.5;
+    CHECK(op->prepare(vals, &in, u, NULL) == EINVAL);
+    vals[P_ANTIRING][0] = -0.1;
+    CHECK(op->prepare(vals, &in, u, NULL) == EINVAL);
+    /* The default strength, and antiring is a setting of the shot like
+     * the filter, not keyframed. */
+    defaults(vals);
+    CHECK(op->prepare(vals, &in, u, NULL) == 0 &&
+          ((struct reframe_uniforms *)u)->antiring == REFRAME_ANTIRING_DEFAULT);
+    CHECK(!op->params[P_ANTIRING].keyframable && op->params[P_ANTIRING].min == 0 &&
+          op->params[P_ANTIRING].max == 1);
     defaults(vals);
     CHECK(op->prepare(vals, &(struct pfs_op_frame){0}, u, NULL) == EINVAL);
     /* Taps per axis: 6 and 8 at scale >= 1; the widest pull-out fits. */
@@ -709,11 +912,61 @@ static int run_device(struct pfs_cl *cl, const void *u, const struct pfs_image *
     return rc;
 }
 
-static void cl_vals(const struct cl_case *k, pfs_pvec *vals)
+static void cl_vals(const struct cl_case *k, double antiring, pfs_pvec *vals)
 {
     set_geometry(vals, k->scale, k->dx, k->dy, k->rotate);
     vals[P_BORDER][0] = k->border;
     vals[P_FILTER][0] = k->filter;
+    vals[P_ANTIRING][0] = antiring;
+}
+
+/* The highlight of test_antiring_highlight through the device, separable
+ * and rotated, pushing in and pulling out: with antiring 1 it keeps the
+ * same bounds as the reference, and matches it. */
+static double cl_highlight(struct pfs_cl *cl)
+{
+    const int w = 96, h = 64;
+    struct pfs_image src = highlight_plate(w, h), ref = make_image(w, h, 0, 0, w, h);
+    struct pfs_image got = make_image(w, h, 0, 0, w, h);
+    static const struct cl_case cases[] = {
+        {"highlight, scale 1.08", 1.08, 0, 0, 0, BORDER_CLAMP, FILTER_LANCZOS3, 0, 0},
+        {"highlight, scale 1.08, rotate 3", 1.08, 0.3, -0.2, 3, BORDER_CLAMP, FILTER_LANCZOS3, 0,
+         0},
+        {"highlight, scale 0.5", 0.5, 0.25, 0, 0, BORDER_CLAMP, FILTER_LANCZOS3, 0, 0},
+        {"highlight, scale 0.7, rotate -5", 0.7, 0, 0.4, -5, BORDER_BLACK, FILTER_LANCZOS4, 0, 0},
+    };
+    double worst = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        pfs_pvec vals[P_COUNT];
+        cl_vals(&cases[c], 1, vals);
+        unsigned char u[1024];
+        REQUIRE(op->prepare(vals, &(struct pfs_op_frame){.frame = &src}, u, NULL) == 0);
+        run_cpu(vals, &src, &ref);
+        run_device(cl, u, &src, &got, NULL);
+        struct cl_diff d = compare_to_reference(&ref, &got, false, cases[c].name);
+        CHECKF(d.max_err <= op->cl_tolerance && d.bad_special == 0, "%s: %g", cases[c].name,
+               d.max_err);
+        worst = fmax(worst, d.max_err);
+        float lo = INFINITY, hi = -INFINITY;
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+                for (int ch = 0; ch < 3; ch++) {
+                    /* black beyond the edge: the background meets 0 there */
+                    double qx, qy;
+                    source_at(vals, &got, x, y, &qx, &qy);
+                    if (cases[c].border == BORDER_BLACK &&
+                        (qx < 8 || qx > w - 8 || qy < 8 || qy > h - 8))
+                        continue;
+                    lo = fminf(lo, px(&got, x, y)[ch]);
+                    hi = fmaxf(hi, px(&got, x, y)[ch]);
+                }
+        CHECKF(lo >= 0.1f && hi <= 1000.0f && hi > 100.0f, "%s: device output %.9g .. %.9g",
+               cases[c].name, lo, hi);
+    }
+    pfs_image_free(&src);
+    pfs_image_free(&ref);
+    pfs_image_free(&got);
+    return worst;
 }
 
 static void test_cl_matches_c(void)
@@ -737,10 +990,17 @@ static void test_cl_matches_c(void)
     size_t n = pfs_image_floats(&src);
     double worst = 0;
 
-    for (size_t c = 0; c < sizeof cl_cases / sizeof cl_cases[0]; c++) {
+    /* Every case with plain Lanczos, full anti-ringing and half of it. */
+    static const double strengths[] = {0, 1, 0.5};
+    const size_t ncases = sizeof cl_cases / sizeof cl_cases[0];
+    for (size_t r = 0; r < 3 * ncases; r++) {
+        size_t c = r % ncases;
         const struct cl_case *k = &cl_cases[c];
+        double antiring = strengths[r / ncases];
+        char name[96];
+        snprintf(name, sizeof name, "%s, antiring %g", k->name, antiring);
         pfs_pvec vals[P_COUNT];
-        cl_vals(k, vals);
+        cl_vals(k, antiring, vals);
         src.origin_x = k->origin_x;
         src.origin_y = k->origin_y;
         unsigned char u[1024];
@@ -749,11 +1009,11 @@ static void test_cl_matches_c(void)
         memset(got.px, 0, n * sizeof(float));
         run_device(cl, u, &src, &got, NULL);
 
-        struct cl_diff diff = compare_to_reference(&ref, &got, false, k->name);
+        struct cl_diff diff = compare_to_reference(&ref, &got, false, name);
         double max_err = diff.max_err;
         size_t bad_special = diff.bad_special;
-        CHECKF(max_err <= op->cl_tolerance, "%s: %g", k->name, max_err);
-        CHECKF(bad_special == 0, "%s: %zu NaN/Inf mismatches", k->name, bad_special);
+        CHECKF(max_err <= op->cl_tolerance, "%s: %g", name, max_err);
+        CHECKF(bad_special == 0, "%s: %zu NaN/Inf mismatches", name, bad_special);
         if (c == 0)
             CHECK(memcmp(got.px, src.px, n * sizeof(float)) == 0); /* bit-exact copy */
         else if (k->scale == 1 && k->rotate == 0)
@@ -761,6 +1021,7 @@ static void test_cl_matches_c(void)
         if (max_err > worst)
             worst = max_err;
     }
+    worst = fmax(worst, cl_highlight(cl));
     fprintf(stderr, "  OpenCL vs C: worst max relative error %.3g (tolerance %g)\n", worst,
             op->cl_tolerance);
     pfs_image_free(&src);
@@ -772,9 +1033,12 @@ static void test_cl_matches_c(void)
     struct pfs_image hdo = make_image(1920, 1080, 0, 0, 1920, 1080);
     random_plate(&hd);
     static const double timed[][2] = {{1.08, 0}, {0.5, 0}, {1.08, 3}};
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t r = 0; r < 6; r++) {
+        size_t i = r % 3;
+        int antiring = r >= 3;
         pfs_pvec vals[P_COUNT];
         set_geometry(vals, timed[i][0], 0, 0, timed[i][1]);
+        vals[P_ANTIRING][0] = antiring;
         unsigned char u[1024];
         REQUIRE(op->prepare(vals, &(struct pfs_op_frame){.frame = &hd}, u, &err) == 0);
         double best = 1e30;
@@ -783,8 +1047,8 @@ static void test_cl_matches_c(void)
             run_device(cl, u, &hd, &hdo, &ms);
             best = fmin(best, ms);
         }
-        fprintf(stderr, "  1920x1080 scale %g rotate %g: run_cl %.1f ms\n", timed[i][0],
-                timed[i][1], best);
+        fprintf(stderr, "  1920x1080 scale %g rotate %g antiring %d: run_cl %.1f ms\n",
+                timed[i][0], timed[i][1], antiring, best);
     }
     pfs_image_free(&hd);
     pfs_image_free(&hdo);
@@ -808,6 +1072,9 @@ int main(void)
     RUN(test_nan_isolation);
     RUN(test_alpha);
     RUN(test_data_window);
+    RUN(test_antiring_highlight);
+    RUN(test_antiring_smooth);
+    RUN(test_lobe_taps);
     RUN(test_advise_and_prepare);
     RUN(test_cl_matches_c);
     return CHECK_DONE();
