@@ -978,3 +978,37 @@ int pfs_cl_download(struct pfs_cl *cl, const struct pfs_cl_image *src, struct pf
         return cl_fail(err, st, "download (clEnqueueReadBuffer)");
     return 0;
 }
+
+int pfs_cl_run_2d(struct pfs_cl *cl, const char *kernel, const struct pfs_cl_arg *args,
+                  int nargs, int width, int height, pfs_error *err)
+{
+    cl_kernel k = pfs_cl_kernel(cl, kernel, err);
+    if (!k)
+        return err && err->code ? err->code : EIO;
+    for (int a = 0; a < nargs; a++) {
+        cl_int st = clSetKernelArg(k, (cl_uint)a, args[a].size, args[a].value);
+        if (st != CL_SUCCESS)
+            return pfs_error_set(err, status_errno(st), "OpenCL kernel %s: argument %d: %s",
+                                 kernel, a, pfs_cl_status_name(st));
+    }
+    size_t global[2] = {(size_t)width, (size_t)height};
+    cl_int st = clEnqueueNDRangeKernel(cl->queue, k, 2, NULL, global, NULL, 0, NULL, NULL);
+    if (st != CL_SUCCESS)
+        return pfs_error_set(err, status_errno(st), "OpenCL kernel %s: enqueue %dx%d: %s",
+                             kernel, width, height, pfs_cl_status_name(st));
+    return 0;
+}
+
+int pfs_cl_buffer_from(struct pfs_cl *cl, const void *data, size_t bytes, cl_mem *out,
+                       pfs_error *err)
+{
+    cl_int st;
+    *out = clCreateBuffer(cl->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
+                          (void *)data, &st);
+    if (st != CL_SUCCESS) {
+        *out = NULL;
+        return pfs_error_set(err, status_errno(st), "OpenCL: a %zu-byte table: %s", bytes,
+                             pfs_cl_status_name(st));
+    }
+    return 0;
+}

@@ -73,6 +73,24 @@ cl_command_queue pfs_cl_queue(struct pfs_cl *cl);
  * when the program has no such kernel. */
 cl_kernel pfs_cl_kernel(struct pfs_cl *cl, const char *name, pfs_error *err);
 
+/* One kernel argument; PFS_CL_ARG(x) passes the variable x by value. */
+struct pfs_cl_arg {
+    size_t size;
+    const void *value;
+};
+#define PFS_CL_ARG(x) ((struct pfs_cl_arg){sizeof(x), &(x)})
+
+/* Sets the kernel's arguments in order and enqueues it over a width x
+ * height grid, without waiting. Call with the lock held; errors name the
+ * kernel and the call that failed (ENOMEM for out-of-memory statuses). */
+int pfs_cl_run_2d(struct pfs_cl *cl, const char *kernel, const struct pfs_cl_arg *args,
+                  int nargs, int width, int height, pfs_error *err);
+
+/* A read-only device copy of a small host array (tables an op prepared).
+ * Release with clReleaseMemObject once its kernels are enqueued. */
+int pfs_cl_buffer_from(struct pfs_cl *cl, const void *data, size_t bytes, cl_mem *out,
+                       pfs_error *err);
+
 /* A device buffer holding one image with the same geometry fields. */
 struct pfs_cl_image {
     int width, height, origin_x, origin_y;

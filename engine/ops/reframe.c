@@ -392,56 +392,6 @@ static int reframe_run_cpu(const void *uniforms, const struct pfs_op_io *io, pfs
 
 /* ---- OpenCL -------------------------------------------------------------- */
 
-static int cl_status(pfs_error *err, cl_int st, const char *what)
-{
-    return pfs_error_set(err, EIO, "reframe: %s: %s", what, pfs_cl_status_name(st));
-}
-
-static int set_args(cl_kernel k, const size_t *sizes, const void *const *values, cl_uint n,
-                    pfs_error *err)
-{
-    for (cl_uint a = 0; a < n; a++) {
-        cl_int st = clSetKernelArg(k, a, sizes[a], values[a]);
-        if (st != CL_SUCCESS)
-            return cl_status(err, st, "clSetKernelArg");
-    }
-    return 0;
-}
-
-static int get_kernel(struct pfs_cl *cl, const char *name, cl_kernel *k, pfs_error *err)
-{
-    pfs_error kerr;
-    pfs_error_clear(&kerr);
-    *k = pfs_cl_kernel(cl, name, &kerr);
-    if (!*k)
-        return pfs_error_set(err, kerr.code ? kerr.code : EIO, "reframe: %s", kerr.msg);
-    return 0;
-}
-
-/* A read-only device copy of a small host array. */
-static int upload_array(struct pfs_cl *cl, const void *data, size_t bytes, cl_mem *out,
-                        pfs_error *err)
-{
-    cl_int st;
-    *out = clCreateBuffer(pfs_cl_context(cl), CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes,
-                          (void *)data, &st);
-    if (st != CL_SUCCESS) {
-        *out = NULL;
-        return pfs_error_set(err, st == CL_MEM_OBJECT_ALLOCATION_FAILURE ? ENOMEM : EIO,
-                             "reframe: clCreateBuffer (%zu bytes): %s", bytes,
-                             pfs_cl_status_name(st));
-    }
-    return 0;
-}
-
-static int enqueue_2d(struct pfs_cl *cl, cl_kernel k, int gx, int gy, pfs_error *err)
-{
-    size_t global[2] = {(size_t)gx, (size_t)gy};
-    cl_int st = clEnqueueNDRangeKernel(pfs_cl_queue(cl), k, 2, NULL, global, NULL, 0, NULL,
-                                       NULL);
-    return st == CL_SUCCESS ? 0 : cl_status(err, st, "clEnqueueNDRangeKernel");
-}
-
 /*
  * Without rotation each axis maps on its own: output column (or row) n
  * reads around s = q + step (origin + n + 0.5 - centre) - origin - 0.5, as
@@ -479,13 +429,7 @@ static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
                          pfs_error *err)
 {
     const int w = src->width, h = src->height, nt = u->ntaps;
-    cl_kernel krows, kcols;
-    int rc = get_kernel(cl, "reframe_rows", &krows, err);
-    if (rc == 0)
-        rc = get_kernel(cl, "reframe_cols", &kcols, err);
-    if (rc)
-        return rc;
-
+    int rc = 0;
     size_t nx = (size_t)w * (size_t)nt, ny = (size_t)h * (size_t)nt;
     int *xidx = malloc(nx * sizeof *xidx), *yidx = malloc(ny * sizeof *yidx);
     float *xw = malloc(nx * sizeof *xw), *yw = malloc(ny * sizeof *yw);
@@ -518,43 +462,36 @@ static int run_separable(struct pfs_cl *cl, const struct reframe_uniforms *u,
     struct pfs_image like = {.width = w, .height = nrows};
     rc = pfs_cl_image_create(cl, &like, &tmp, err);
     if (rc == 0)
-        rc = upload_array(cl, xidx, nx * sizeof *xidx, &bxidx, err);
+        rc = pfs_cl_buffer_from(cl, xidx, nx * sizeof *xidx, &bxidx, err);
     if (rc == 0)
-        rc = upload_array(cl, xw, nx * sizeof *xw, &bxw, err);
+        rc = pfs_cl_buffer_from(cl, xw, nx * sizeof *xw, &bxw, err);
     if (rc == 0)
-        rc = upload_array(cl, yidx, ny * sizeof *yidx, &byidx, err);
+        rc = pfs_cl_buffer_from(cl, yidx, ny * sizeof *yidx, &byidx, err);
     if (rc == 0)
-        rc = upload_array(cl, yw, ny * sizeof *yw, &byw, err);
+        rc = pfs_cl_buffer_from(cl, yw, ny * sizeof *yw, &byw, err);
     if (rc == 0)
-        rc = upload_array(cl, xlobe, 2 * (size_t)w * sizeof *xlobe, &bxlobe, err);
+        rc = pfs_cl_buffer_from(cl, xlobe, 2 * (size_t)w * sizeof *xlobe, &bxlobe, err);
     if (rc == 0)
-        rc = upload_array(cl, ylobe, 2 * (size_t)h * sizeof *ylobe, &bylobe, err);
+        rc = pfs_cl_buffer_from(cl, ylobe, 2 * (size_t)h * sizeof *ylobe, &bylobe, err);
     if (rc)
         goto out;
 
     cl_int width = w, first_row = row0, ntaps = nt;
     cl_float antiring = (cl_float)u->antiring;
-    {
-        const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof width,
-                                sizeof first_row, sizeof ntaps, sizeof(cl_mem), sizeof(cl_mem)};
-        const void *const values[] = {&src->buf, &tmp.buf, &width, &first_row, &ntaps,
-                                      &bxidx, &bxw};
-        rc = set_args(krows, sizes, values, 7, err);
-        if (rc == 0)
-            rc = enqueue_2d(cl, krows, w, nrows, err);
-    }
-    if (rc == 0) {
-        const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem),  sizeof width,
-                                sizeof ntaps,   sizeof(cl_mem),  sizeof(cl_mem),
-                                sizeof antiring, sizeof(cl_mem), sizeof first_row,
-                                sizeof(cl_mem), sizeof(cl_mem),  sizeof(cl_mem)};
-        const void *const values[] = {&tmp.buf,  &dst->buf, &width,     &ntaps,
-                                      &byidx,    &byw,      &antiring,  &src->buf,
-                                      &first_row, &bxidx,   &bxlobe,    &bylobe};
-        rc = set_args(kcols, sizes, values, 12, err);
-        if (rc == 0)
-            rc = enqueue_2d(cl, kcols, w, h, err);
-    }
+    const struct pfs_cl_arg rows[] = {
+        PFS_CL_ARG(src->buf), PFS_CL_ARG(tmp.buf), PFS_CL_ARG(width), PFS_CL_ARG(first_row),
+        PFS_CL_ARG(ntaps),    PFS_CL_ARG(bxidx),   PFS_CL_ARG(bxw),
+    };
+    const struct pfs_cl_arg cols[] = {
+        PFS_CL_ARG(tmp.buf),  PFS_CL_ARG(dst->buf),  PFS_CL_ARG(width),  PFS_CL_ARG(ntaps),
+        PFS_CL_ARG(byidx),    PFS_CL_ARG(byw),       PFS_CL_ARG(antiring), PFS_CL_ARG(src->buf),
+        PFS_CL_ARG(first_row), PFS_CL_ARG(bxidx),    PFS_CL_ARG(bxlobe), PFS_CL_ARG(bylobe),
+    };
+    rc = pfs_cl_run_2d(cl, "reframe_rows", rows, (int)(sizeof rows / sizeof rows[0]), w, nrows,
+                       err);
+    if (rc == 0)
+        rc = pfs_cl_run_2d(cl, "reframe_cols", cols, (int)(sizeof cols / sizeof cols[0]), w, h,
+                           err);
 
 out:
     /* Released buffers live on until the queued kernels that use them end. */
@@ -607,10 +544,7 @@ static int run_rotated(struct pfs_cl *cl, const struct reframe_uniforms *u,
                        pfs_error *err)
 {
     const int w = src->width, h = src->height;
-    cl_kernel kernel;
-    int rc = get_kernel(cl, "reframe_rotated", &kernel, err);
-    if (rc)
-        return rc;
+    int rc = 0;
     size_t ntable = (size_t)(REFRAME_PHASES + 1) * (size_t)u->ntaps;
     cl_int2 *coli = malloc((size_t)w * sizeof *coli), *rowi = malloc((size_t)h * sizeof *rowi);
     cl_float2 *colf = malloc((size_t)w * sizeof *colf),
@@ -638,31 +572,29 @@ static int run_rotated(struct pfs_cl *cl, const struct reframe_uniforms *u,
         split(u->qx - src->origin_x - 0.5 + u->m[0][1] * py, &rowi[y].s[0], &rowf[y].s[0]);
         split(u->qy - src->origin_y - 0.5 + u->m[1][1] * py, &rowi[y].s[1], &rowf[y].s[1]);
     }
-    rc = upload_array(cl, coli, (size_t)w * sizeof *coli, &bcoli, err);
+    rc = pfs_cl_buffer_from(cl, coli, (size_t)w * sizeof *coli, &bcoli, err);
     if (rc == 0)
-        rc = upload_array(cl, colf, (size_t)w * sizeof *colf, &bcolf, err);
+        rc = pfs_cl_buffer_from(cl, colf, (size_t)w * sizeof *colf, &bcolf, err);
     if (rc == 0)
-        rc = upload_array(cl, rowi, (size_t)h * sizeof *rowi, &browi, err);
+        rc = pfs_cl_buffer_from(cl, rowi, (size_t)h * sizeof *rowi, &browi, err);
     if (rc == 0)
-        rc = upload_array(cl, rowf, (size_t)h * sizeof *rowf, &browf, err);
+        rc = pfs_cl_buffer_from(cl, rowf, (size_t)h * sizeof *rowf, &browf, err);
     if (rc == 0)
-        rc = upload_array(cl, table, ntable * sizeof *table, &btable, err);
+        rc = pfs_cl_buffer_from(cl, table, ntable * sizeof *table, &btable, err);
     if (rc)
         goto out;
 
     cl_int width = w, height = h, ntaps = u->ntaps, half = u->half, border = u->border;
     cl_int phases = REFRAME_PHASES;
     cl_float lobe = (cl_float)u->lobe, antiring = (cl_float)u->antiring;
-    const size_t sizes[] = {sizeof(cl_mem), sizeof(cl_mem), sizeof width,   sizeof height,
-                            sizeof ntaps,   sizeof half,    sizeof border,  sizeof phases,
-                            sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem), sizeof(cl_mem),
-                            sizeof(cl_mem), sizeof lobe,    sizeof antiring};
-    const void *const values[] = {&src->buf, &dst->buf, &width,  &height, &ntaps,
-                                  &half,     &border,   &phases, &btable, &bcoli,
-                                  &bcolf,    &browi,    &browf,  &lobe,   &antiring};
-    rc = set_args(kernel, sizes, values, 15, err);
-    if (rc == 0)
-        rc = enqueue_2d(cl, kernel, w, h, err);
+    const struct pfs_cl_arg args[] = {
+        PFS_CL_ARG(src->buf), PFS_CL_ARG(dst->buf), PFS_CL_ARG(width), PFS_CL_ARG(height),
+        PFS_CL_ARG(ntaps),    PFS_CL_ARG(half),     PFS_CL_ARG(border), PFS_CL_ARG(phases),
+        PFS_CL_ARG(btable),   PFS_CL_ARG(bcoli),    PFS_CL_ARG(bcolf), PFS_CL_ARG(browi),
+        PFS_CL_ARG(browf),    PFS_CL_ARG(lobe),     PFS_CL_ARG(antiring),
+    };
+    rc = pfs_cl_run_2d(cl, "reframe_rotated", args, (int)(sizeof args / sizeof args[0]), w, h,
+                       err);
 
 out:
     if (bcoli)
@@ -698,7 +630,9 @@ static int reframe_run_cl(struct pfs_cl *cl, const void *uniforms,
         size_t bytes = (size_t)src->width * (size_t)src->height * 4u * sizeof(cl_float);
         cl_int st = clEnqueueCopyBuffer(pfs_cl_queue(cl), src->buf, dst->buf, 0, 0, bytes, 0,
                                         NULL, NULL);
-        return st == CL_SUCCESS ? 0 : cl_status(err, st, "clEnqueueCopyBuffer");
+        return st == CL_SUCCESS ? 0
+                                : pfs_error_set(err, EIO, "reframe: clEnqueueCopyBuffer: %s",
+                                                pfs_cl_status_name(st));
     }
     return u->rotated ? run_rotated(cl, u, src, dst, err) : run_separable(cl, u, src, dst, err);
 }

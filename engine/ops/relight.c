@@ -653,11 +653,6 @@ static int relight_run_cpu(const void *uniforms, const struct pfs_op_io *io, pfs
     return 0;
 }
 
-static int cl_status(pfs_error *err, cl_int st, const char *what)
-{
-    return pfs_error_set(err, EIO, "relight: %s: %s", what, pfs_cl_status_name(st));
-}
-
 static int relight_run_cl(struct pfs_cl *cl, const void *uniforms,
                           const struct pfs_op_cl_io *io, pfs_error *err)
 {
@@ -669,12 +664,6 @@ static int relight_run_cl(struct pfs_cl *cl, const void *uniforms,
     if (src->width != dst->width || src->height != dst->height)
         return pfs_error_set(err, EINVAL, "relight: source %dx%d, destination %dx%d",
                              src->width, src->height, dst->width, dst->height);
-
-    pfs_error kerr;
-    pfs_error_clear(&kerr);
-    cl_kernel k = pfs_cl_kernel(cl, "relight", &kerr);
-    if (!k)
-        return pfs_error_set(err, kerr.code ? kerr.code : EIO, "relight: %s", kerr.msg);
 
     cl_int width = src->width, height = src->height;
     cl_int stages = (cl_int)u->stages, shape = u->shape, invert = u->invert;
@@ -697,29 +686,15 @@ static int relight_run_cl(struct pfs_cl *cl, const void *uniforms,
     cl_float inv_feather = u->inv_feather;
     cl_float2 rot = {{u->cos_a, u->sin_a}};
 
-    const struct {
-        size_t size;
-        const void *value;
-    } args[] = {
-        {sizeof(cl_mem), &src->buf}, {sizeof(cl_mem), &dst->buf}, {sizeof width, &width},
-        {sizeof height, &height},    {sizeof stages, &stages},    {sizeof gain, &gain},
-        {sizeof mat, &mat},          {sizeof slope, &slope},      {sizeof offset, &offset},
-        {sizeof power, &power},      {sizeof sat, &sat},          {sizeof shape, &shape},
-        {sizeof invert, &invert},    {sizeof base, &base},        {sizeof frac, &frac},
-        {sizeof win, &win},          {sizeof inv_feather, &inv_feather},
-        {sizeof rot, &rot},          {sizeof fitg, &fitg},        {sizeof fito, &fito},
+    const struct pfs_cl_arg args[] = {
+        PFS_CL_ARG(src->buf), PFS_CL_ARG(dst->buf), PFS_CL_ARG(width),  PFS_CL_ARG(height),
+        PFS_CL_ARG(stages),   PFS_CL_ARG(gain),     PFS_CL_ARG(mat),    PFS_CL_ARG(slope),
+        PFS_CL_ARG(offset),   PFS_CL_ARG(power),    PFS_CL_ARG(sat),    PFS_CL_ARG(shape),
+        PFS_CL_ARG(invert),   PFS_CL_ARG(base),     PFS_CL_ARG(frac),   PFS_CL_ARG(win),
+        PFS_CL_ARG(inv_feather), PFS_CL_ARG(rot),   PFS_CL_ARG(fitg),   PFS_CL_ARG(fito),
     };
-    for (cl_uint a = 0; a < sizeof args / sizeof args[0]; a++) {
-        cl_int st = clSetKernelArg(k, a, args[a].size, args[a].value);
-        if (st != CL_SUCCESS)
-            return cl_status(err, st, "clSetKernelArg");
-    }
-    size_t global[2] = {(size_t)width, (size_t)height};
-    cl_int st = clEnqueueNDRangeKernel(pfs_cl_queue(cl), k, 2, NULL, global, NULL, 0, NULL,
-                                       NULL);
-    if (st != CL_SUCCESS)
-        return cl_status(err, st, "clEnqueueNDRangeKernel");
-    return 0;
+    return pfs_cl_run_2d(cl, "relight", args, (int)(sizeof args / sizeof args[0]), width, height,
+                         err);
 }
 
 const struct pfs_op_desc pfs_op_relight = {

@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cl/cl.h"
 #include "engine/image.h"
+#include "tests/unit/check.h"
 
 static inline uint32_t bits_of(float f)
 {
@@ -83,6 +85,23 @@ static inline void random_plate(struct pfs_image *img)
     img->px[4 * 2000 + 0] = INFINITY;
     img->px[4 * 3000 + 2] = -INFINITY;
     img->px[4 * 5000 + 3] = NAN;
+}
+
+/* The OpenCL device the op tests run on (PoCL's CPU device without a GPU),
+ * its name and the op's tolerance printed; NULL, with a failed check, when
+ * there is none. */
+static inline struct pfs_cl *open_test_device(double tolerance)
+{
+    struct pfs_cl *cl = NULL;
+    pfs_error err;
+    pfs_error_clear(&err);
+    int rc = pfs_cl_open(NULL, &cl, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    if (rc)
+        return NULL;
+    fprintf(stderr, "  OpenCL device: %s; tolerance %g relative to max(1, |ref|)\n",
+            pfs_cl_device_name(cl), tolerance);
+    return cl;
 }
 
 /* How an op's OpenCL output differs from its C reference. */

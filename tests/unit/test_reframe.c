@@ -971,15 +971,11 @@ static double cl_highlight(struct pfs_cl *cl)
 
 static void test_cl_matches_c(void)
 {
-    struct pfs_cl *cl = NULL;
+    struct pfs_cl *cl = open_test_device(op->cl_tolerance);
+    if (!cl)
+        return;
     pfs_error err;
     pfs_error_clear(&err);
-    int rc = pfs_cl_open(NULL, &cl, &err);
-    CHECKF(rc == 0, "%s", err.msg);
-    if (rc)
-        return;
-    fprintf(stderr, "  OpenCL device: %s; tolerance %g relative to max(1, |ref|)\n",
-            pfs_cl_device_name(cl), op->cl_tolerance);
 
     const int w = 640, h = 360;
     struct pfs_image src = make_image(w, h, 0, 0, w, h);

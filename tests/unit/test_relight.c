@@ -1137,15 +1137,11 @@ static void cl_prepare(const struct cl_case *k, const pfs_pvec *vals, const stru
 
 static void test_cl_matches_c(void)
 {
-    struct pfs_cl *cl = NULL;
+    struct pfs_cl *cl = open_test_device(op->cl_tolerance);
+    if (!cl)
+        return;
     pfs_error err;
     pfs_error_clear(&err);
-    int rc = pfs_cl_open(NULL, &cl, &err);
-    CHECKF(rc == 0, "%s", err.msg);
-    if (rc)
-        return;
-    fprintf(stderr, "  OpenCL device: %s; tolerance %g relative to max(1, |ref|)\n",
-            pfs_cl_device_name(cl), op->cl_tolerance);
 
     const int w = 640, h = 360;
     struct pfs_image src = make_image(w, h, 0, 0);
@@ -1178,7 +1174,7 @@ static void test_cl_matches_c(void)
         /* As the engine does: the lock around upload, ops, download. */
         pfs_cl_lock(cl);
         CHECK(pfs_cl_upload(cl, &src, &dsrc, &err) == 0);
-        rc = op->run_cl(cl, u, &io, &err);
+        int rc = op->run_cl(cl, u, &io, &err);
         CHECKF(rc == 0, "%s", err.msg);
         CHECK(pfs_cl_download(cl, &ddst, &got, &err) == 0);
         pfs_cl_unlock(cl);
@@ -1216,13 +1212,11 @@ static void test_cl_matches_c(void)
  */
 static void test_cl_masks_exact(void)
 {
-    struct pfs_cl *cl = NULL;
+    struct pfs_cl *cl = open_test_device(op->cl_tolerance);
+    if (!cl)
+        return;
     pfs_error err;
     pfs_error_clear(&err);
-    int rc = pfs_cl_open(NULL, &cl, &err);
-    CHECKF(rc == 0, "%s", err.msg);
-    if (rc)
-        return;
     static const struct {
         const char *name;
         int shape;
@@ -1269,7 +1263,7 @@ static void test_cl_masks_exact(void)
         struct pfs_op_cl_io io = {.frame = 1001, .src = srcs, .nsrc = 1, .dst = &ddst};
         pfs_cl_lock(cl);
         CHECK(pfs_cl_upload(cl, &src, &dsrc, &err) == 0);
-        rc = op->run_cl(cl, u, &io, &err);
+        int rc = op->run_cl(cl, u, &io, &err);
         CHECKF(rc == 0, "%s", err.msg);
         CHECK(pfs_cl_download(cl, &ddst, &got, &err) == 0);
         pfs_cl_unlock(cl);
