@@ -659,7 +659,7 @@ static int make_room(struct pfs_cache *c, const struct pfs_cache_key *key, uint6
         int rc = txn_begin(c, 0, &txn);
         if (rc)
             return lmdb_error(c->dir, rc, err, "making room");
-        struct put_state st;
+        struct put_state st = {0};
         rc = state_read(c, txn, key, &st);
         if (rc == 0 && len > st.budget) {
             txn_abort(c, txn);
@@ -731,7 +731,7 @@ static int put_once(struct pfs_cache *c, const struct pfs_cache_key *key, const 
     int rc = txn_begin(c, 0, &txn);
     if (rc)
         return lmdb_error(c->dir, rc, err, "storing a frame");
-    struct put_state st;
+    struct put_state st = {0};
     rc = state_read(c, txn, key, &st);
     if (rc == 0 && after_put(&st, len) > limit_for(&st, len, phase)) {
         /* Another process took the room: evict here rather than race it

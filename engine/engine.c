@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -36,6 +37,7 @@
 #include "engine/colour.h"
 #include "engine/engine_clips.h"
 #include "engine/engine_refs.h"
+#include "engine/engine_window.h"
 #include "engine/exr.h"
 #include "engine/op.h"
 #include "rules/rules.h"
@@ -80,6 +82,12 @@ struct pfs_frame {
     int nattrs;
     struct frame_ref *op_refs; /* one per op, or NULL when no op has one */
     int fitted_attr;           /* index of platefs/fitted in attrs, or -1 */
+    /* The neighbouring frames the first win_lead ops read: win_n frames,
+     * this one at win_current; each one's source (key NULL when the source
+     * has none) and every op of the shot there. */
+    int win_lead, win_n, win_current;
+    struct frame_ref *win;
+    struct pfs_frame_ops **win_ops;
     uint64_t size;
     struct pfs_cache_key key;
     int error;       /* set when src is NULL */
@@ -124,7 +132,8 @@ struct pfs_engine {
     struct pfs_cl *cl;
     struct clip_table *clips;
     struct pfs_clip_decoders *decoders;
-    struct ref_cache *refs;
+    struct ref_cache *refs;  /* decoded frames */
+    struct ref_cache *flows; /* optical flows between them */
     int nthreads;
     int readahead;
     uint64_t memory_budget;
@@ -199,6 +208,13 @@ static void frame_free(struct pfs_frame *f)
         free(f->op_refs[i].key);
     }
     free(f->op_refs);
+    for (int i = 0; f->win && i < f->win_n; i++) {
+        free(f->win[i].relpath);
+        free(f->win[i].key);
+        pfs_frame_ops_free(f->win_ops[i]);
+    }
+    free(f->win);
+    free(f->win_ops);
     pfs_exr_source_free(f->src);
     pfs_frame_ops_free(f->ops);
     clip_release(f->clip);
@@ -248,6 +264,13 @@ static void frame_compute_key(struct pfs_frame *f)
     for (int i = 0; f->op_refs && i < frame_nops(f); i++)
         if (f->op_refs[i].key)
             XXH3_128bits_update(st, f->op_refs[i].key, strlen(f->op_refs[i].key) + 1);
+    for (int i = 0; i < f->win_n; i++) {
+        const char *key = f->win[i].key ? f->win[i].key : "-";
+        char holes[33];
+        window_hole_id(f->win_ops[i], holes);
+        XXH3_128bits_update(st, key, strlen(key) + 1);
+        XXH3_128bits_update(st, holes, sizeof holes);
+    }
     for (int i = 0; i < f->nattrs; i++) {
         XXH3_128bits_update(st, f->attrs[i].name, strlen(f->attrs[i].name) + 1);
         XXH3_128bits_update(st, f->attrs[i].value, strlen(f->attrs[i].value) + 1);
@@ -279,12 +302,57 @@ static struct pfs_frame *frame_new(struct pfs_engine *e, const char *relpath,
 }
 
 /*
+ * Where frame_no of the same source lies, and the key naming its pixels:
+ * in an EXR sequence the file numbered like it in the same folder, in a
+ * clip the clip's frame of that number. 0 and r filled, ENOENT when the
+ * source has no such frame (err says why, naming what for).
+ */
+static int frame_locate(struct pfs_engine *e, const struct pfs_frame *f, int frame_no,
+                        const char *what, struct frame_ref *r, pfs_error *err)
+{
+    r->frame_no = frame_no;
+    if (f->clip) {
+        const struct pfs_clip_source *src = pfs_shot_source(f->shot);
+        int64_t index = (int64_t)frame_no - clip_first_frame(f->clip, src);
+        int64_t n = pfs_clip_index_info(f->clip->idx)->nframes;
+        if (index < 0 || index >= n)
+            return pfs_error_set(err, ENOENT,
+                                 "%s: %s %d is not a frame of %s (its frames are %" PRId64
+                                 "-%" PRId64 ")",
+                                 f->relpath, what, frame_no, f->clip->relpath,
+                                 clip_first_frame(f->clip, src),
+                                 clip_first_frame(f->clip, src) + n - 1);
+        r->clip_index = index;
+        r->key = xasprintf("clip|%s|%lld|%lld.%09ld|%" PRId64 "|%d,%d,%d,%d", f->clip->relpath,
+                           (long long)f->src_size, (long long)f->src_mtime,
+                           (long)f->src_mtime_ns, index, (int)f->colour.matrix,
+                           (int)f->colour.range, (int)f->colour.transfer,
+                           (int)f->colour.primaries);
+        return 0;
+    }
+    char rel[4096];
+    struct stat st;
+    if (!pfs_rules_frame_path(f->relpath, frame_no, rel, sizeof rel))
+        return pfs_error_set(err, ENOENT, "%s: cannot name %s %d beside it", f->relpath, what,
+                             frame_no);
+    char *path = xasprintf("%s/%s", e->dailies_root, rel);
+    int rc = stat(path, &st) ? errno : S_ISREG(st.st_mode) ? 0 : EISDIR;
+    free(path);
+    if (rc)
+        return pfs_error_set(err, ENOENT, "%s: %s %d (%s) cannot be read: %s", f->relpath,
+                             what, frame_no, rel, strerror(rc));
+    r->relpath = xstrdup(rel);
+    r->key = xasprintf("exr|%s|%lld|%lld.%09ld", rel, (long long)st.st_size,
+                       (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+    return 0;
+}
+
+/*
  * The reference frames the frame's ops compare against, found before any
  * pixel is read: a missing reference is the frame's error, named, and each
- * reference's version enters the cache key. In an EXR sequence the
- * reference is the file numbered like it in the same folder; in a clip, the
- * clip's frame of that number. The reference need not lie in the shot's
- * `frames:` range (a clean frame just outside it is a fine reference).
+ * reference's version enters the cache key. The reference need not lie in
+ * the shot's `frames:` range (a clean frame just outside it is a fine
+ * reference).
  */
 static int frame_find_refs(struct pfs_engine *e, struct pfs_frame *f, pfs_error *err)
 {
@@ -297,43 +365,70 @@ static int frame_find_refs(struct pfs_engine *e, struct pfs_frame *f, pfs_error 
             f->op_refs = calloc((size_t)frame_nops(f), sizeof *f->op_refs);
         if (!f->op_refs)
             abort();
-        struct frame_ref *r = &f->op_refs[i];
-        r->frame_no = ref;
-        if (f->clip) {
-            const struct pfs_clip_source *src = pfs_shot_source(f->shot);
-            int64_t index = (int64_t)ref - clip_first_frame(f->clip, src);
-            int64_t n = pfs_clip_index_info(f->clip->idx)->nframes;
-            if (index < 0 || index >= n)
-                return pfs_error_set(err, EINVAL,
-                                     "%s: %s: reference frame %d is not a frame of %s (its "
-                                     "frames are %" PRId64 "-%" PRId64 ")",
-                                     f->relpath, op->desc->name, ref, f->clip->relpath,
-                                     clip_first_frame(f->clip, src),
-                                     clip_first_frame(f->clip, src) + n - 1);
-            r->clip_index = index;
-            r->key = xasprintf("clip|%s|%lld|%lld.%09ld|%" PRId64 "|%d,%d,%d,%d",
-                               f->clip->relpath, (long long)f->src_size,
-                               (long long)f->src_mtime, (long)f->src_mtime_ns, index,
-                               (int)f->colour.matrix, (int)f->colour.range,
-                               (int)f->colour.transfer, (int)f->colour.primaries);
+        char what[96];
+        snprintf(what, sizeof what, "%s: reference frame", op->desc->name);
+        int rc = frame_locate(e, f, ref, what, &f->op_refs[i], err);
+        if (rc)
+            return rc == ENOENT ? EINVAL : rc;
+    }
+    return 0;
+}
+
+/*
+ * The neighbouring frames of a frame whose chain starts with ops that read
+ * them (the rules put those first): each neighbour's source and the ops of
+ * the shot at it, whose mattes say where it may not be filled from. Both
+ * enter the key, so a neighbour that changes, or a shape moved at another
+ * frame, renders the frame again. A neighbour the source lacks (the ends of
+ * a sequence) is simply absent.
+ */
+static int frame_find_window(struct pfs_engine *e, struct pfs_frame *f, pfs_error *err)
+{
+    int before = 0, after = 0, reach = 0, lead = 0;
+    for (; lead < frame_nops(f); lead++) {
+        const struct pfs_resolved_op *op = &f->ops->ops[lead];
+        const struct pfs_op_desc *d = op->desc;
+        if (!d->reads_before && !d->reads_after)
+            break;
+        int r = d->reads ? d->reads(op->vals) : (d->reads_before > d->reads_after
+                                                     ? d->reads_before : d->reads_after);
+        before = d->reads_before > before ? d->reads_before : before;
+        after = d->reads_after > after ? d->reads_after : after;
+        reach = r > reach ? r : reach;
+    }
+    if (!lead)
+        return 0;
+    if (reach > PFS_MAX_WINDOW)
+        reach = PFS_MAX_WINDOW;
+    if (reach < before)
+        before = reach;
+    if (reach < after)
+        after = reach;
+    f->win_lead = lead;
+    f->win_n = before + 1 + after;
+    f->win_current = before;
+    f->win = calloc((size_t)f->win_n, sizeof *f->win);
+    f->win_ops = calloc((size_t)f->win_n, sizeof *f->win_ops);
+    if (!f->win || !f->win_ops)
+        abort();
+    for (int i = 0; i < f->win_n; i++) {
+        int frame_no = (int)f->frame_no - before + i;
+        pfs_error miss;
+        pfs_error_clear(&miss);
+        int rc = frame_locate(e, f, frame_no, "neighbouring frame", &f->win[i], &miss);
+        if (rc == ENOENT) {
+            f->win[i].frame_no = frame_no;
             continue;
         }
-        char rel[4096];
-        struct stat st;
-        if (!pfs_rules_frame_path(f->relpath, ref, rel, sizeof rel))
-            return pfs_error_set(err, EINVAL, "%s: %s: cannot name reference frame %d beside it",
-                                 f->relpath, op->desc->name, ref);
-        char *path = xasprintf("%s/%s", e->dailies_root, rel);
-        int rc = stat(path, &st) ? errno : S_ISREG(st.st_mode) ? 0 : EISDIR;
-        free(path);
         if (rc)
-            return pfs_error_set(err, EINVAL, "%s: %s: reference frame %d (%s) cannot be "
-                                 "read: %s", f->relpath, op->desc->name, ref, rel,
-                                 strerror(rc));
-        r->relpath = xstrdup(rel);
-        r->key = xasprintf("exr|%s|%lld|%lld.%09ld", rel, (long long)st.st_size,
-                           (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+            return pfs_error_set(err, rc, "%s", miss.msg);
+        rc = pfs_shot_resolve_all(f->shot, frame_no, &f->win_ops[i], err);
+        if (rc)
+            return rc;
     }
+    if (!f->win[f->win_current].key)
+        return pfs_error_set(err, EIO, "%s: cannot locate the frame itself in its sequence",
+                             f->relpath);
     return 0;
 }
 
@@ -345,6 +440,19 @@ static size_t fitted_width(const struct pfs_frame *f)
         if (f->op_refs[i].frame_no >= 0 && f->op_refs[i].key)
             w += (w ? 3 : 0) + (size_t)f->ops->ops[i].desc->note_width;
     return w;
+}
+
+/* An op's header line, cut to what readers take: a long path or polygon
+ * would pass the length at which FFmpeg 5.1 misreads a header (see
+ * pfs_resolved_op.text). The full parameters are in the rule file, named
+ * and hashed beside it, and in platefs/opsHash. */
+#define OP_ATTR_MAX 400
+static char *op_attr_text(const char *text)
+{
+    size_t n = strlen(text);
+    if (n <= OP_ATTR_MAX)
+        return xstrdup(text);
+    return xasprintf("%.*s ...", OP_ATTR_MAX - 4, text);
 }
 
 /* The provenance every corrected frame carries about its shot. */
@@ -361,7 +469,7 @@ static void frame_add_shot_attrs(struct pfs_frame *f)
         "platefs/op13", "platefs/op14", "platefs/op15", "platefs/op16",
     };
     for (int i = 0; i < frame_nops(f) && i < PFS_MAX_OP_ATTRS; i++)
-        frame_add_attr(f, op_names[i], xstrdup(f->ops->ops[i].text));
+        frame_add_attr(f, op_names[i], op_attr_text(f->ops->ops[i].text));
     frame_add_attr(f, "platefs/opsHash", xstrdup(f->ops->hash));
     /* What ops fit at render time is only known then, but the header's size
      * is promised now: the attribute is reserved at its fixed width and
@@ -410,6 +518,8 @@ static struct pfs_frame *frame_build(struct pfs_engine *e, const char *relpath,
     int rc = pfs_shot_resolve(shot, frame_no, &f->ops, &err);
     if (rc == 0)
         rc = frame_find_refs(e, f, &err);
+    if (rc == 0)
+        rc = frame_find_window(e, f, &err);
     if (rc == 0)
         rc = pfs_exr_probe(f->path, &f->src, &err);
     if (rc == 0) {
@@ -487,6 +597,8 @@ static struct pfs_frame *clip_frame_build(struct pfs_engine *e, const char *relp
     }
     if (rc == 0 && f->shot)
         rc = frame_find_refs(e, f, &err);
+    if (rc == 0 && f->shot)
+        rc = frame_find_window(e, f, &err);
     if (rc == 0) {
         struct pfs_exr_video_header h = {
             .width = in->width,
@@ -749,6 +861,16 @@ int pfs_engine_frame_open(struct pfs_engine *e, const char *relpath, const struc
 
 /* ---- rendering --------------------------------------------------------- */
 
+/* Seeds what ops synthesise (grain) for this frame: the same shot and
+ * frame give the same pixels on every machine. */
+static uint64_t frame_seed(const struct pfs_frame *f)
+{
+    char text[512];
+    int n = snprintf(text, sizeof text, "%s|%lld", f->shot ? pfs_shot_name(f->shot) : "",
+                     (long long)f->frame_no);
+    return XXH3_64bits(text, (size_t)n);
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -756,8 +878,61 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The protected regions in force at the frame (none without a shot). */
+static int frame_protect(const struct pfs_frame *f, struct pfs_protect_region *r, int max)
+{
+    if (!f->shot)
+        return 0;
+    int n = pfs_shot_protect_at(f->shot, (int)f->frame_no, r, max);
+    return n < max ? n : max;
+}
+
+/*
+ * The engine's half of the protect promise: whatever a local op computed,
+ * the pixels of protected regions leave it as they came in. (`platefs
+ * check` already refuses rules whose shapes reach a region; this holds even
+ * for an op whose matte is wider than its stated extent.) A pixel belongs
+ * to a region when its centre does.
+ */
+static void protect_restore(const struct pfs_protect_region *r, int nr,
+                            const struct pfs_image *before, struct pfs_image *after)
+{
+    for (int k = 0; k < nr; k++) {
+        double cx = 0.5 * (r[k].x0 + r[k].x1), cy = 0.5 * (r[k].y0 + r[k].y1);
+        double rx = 0.5 * (r[k].x1 - r[k].x0), ry = 0.5 * (r[k].y1 - r[k].y0);
+        int y0 = (int)floor(r[k].y0) - after->origin_y, y1 = (int)ceil(r[k].y1) - after->origin_y;
+        int x0 = (int)floor(r[k].x0) - after->origin_x, x1 = (int)ceil(r[k].x1) - after->origin_x;
+        for (int y = y0 < 0 ? 0 : y0; y <= y1 && y < after->height; y++) {
+            for (int x = x0 < 0 ? 0 : x0; x <= x1 && x < after->width; x++) {
+                double px = x + after->origin_x + 0.5, py = y + after->origin_y + 0.5;
+                bool inside;
+                if (r[k].shape == PFS_PROTECT_RECT) {
+                    inside = px >= r[k].x0 && px <= r[k].x1 && py >= r[k].y0 && py <= r[k].y1;
+                } else {
+                    double dx = rx > 0 ? (px - cx) / rx : 2, dy = ry > 0 ? (py - cy) / ry : 2;
+                    inside = dx * dx + dy * dy <= 1.0;
+                }
+                if (inside) {
+                    size_t i = ((size_t)y * (size_t)after->width + (size_t)x) * 4;
+                    memcpy(after->px + i, before->px + i, 4 * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+#define MAX_PROTECT 64
+
+/* The window of neighbouring frames the op at chain position i reads, if
+ * any. */
+static const struct pfs_op_frames *op_window(const struct pfs_frame *f, int i,
+                                             const struct pfs_op_frames *win)
+{
+    return i < f->win_lead ? win : NULL;
+}
+
 static int run_ops_cpu(const struct pfs_frame *f, void *const *uniforms,
-                       struct pfs_image *img, pfs_error *err)
+                       const struct pfs_op_frames *win, struct pfs_image *img, pfs_error *err)
 {
     struct pfs_image tmp = *img;
     tmp.px = NULL;
@@ -765,12 +940,17 @@ static int run_ops_cpu(const struct pfs_frame *f, void *const *uniforms,
     if (rc)
         return pfs_error_set(err, rc, "%s: no memory for a %dx%d frame", f->relpath,
                              img->width, img->height);
+    struct pfs_protect_region regions[MAX_PROTECT];
+    int nregions = frame_protect(f, regions, MAX_PROTECT);
     for (int i = 0; i < frame_nops(f) && rc == 0; i++) {
         const struct pfs_op_desc *d = f->ops->ops[i].desc;
         const struct pfs_image *src[1] = {img};
-        struct pfs_op_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = &tmp};
+        struct pfs_op_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = &tmp,
+                               .frames = op_window(f, i, win)};
         rc = d->run_cpu(uniforms[i], &io, err);
         if (rc == 0) {
+            if (d->kind == PFS_OP_LOCAL_SYNTH)
+                protect_restore(regions, nregions, img, &tmp);
             struct pfs_image swap = *img;
             *img = tmp;
             tmp = swap;
@@ -780,10 +960,36 @@ static int run_ops_cpu(const struct pfs_frame *f, void *const *uniforms,
     return rc;
 }
 
+/* protect_restore on device images, through the host: only local ops in
+ * frames with protected regions pay for it. */
+static int protect_restore_cl(struct pfs_engine *e, const struct pfs_protect_region *r, int nr,
+                              const struct pfs_cl_image *before, struct pfs_cl_image *after,
+                              const struct pfs_image *like, pfs_error *err)
+{
+    struct pfs_image a = *like, b = *like;
+    a.px = b.px = NULL;
+    int rc = pfs_image_alloc(&a, like->width, like->height);
+    if (rc == 0)
+        rc = pfs_image_alloc(&b, like->width, like->height);
+    if (rc)
+        rc = pfs_error_set(err, rc, "no memory for a %dx%d frame", like->width, like->height);
+    if (rc == 0)
+        rc = pfs_cl_download(e->cl, before, &a, err);
+    if (rc == 0)
+        rc = pfs_cl_download(e->cl, after, &b, err);
+    if (rc == 0) {
+        protect_restore(r, nr, &a, &b);
+        rc = pfs_cl_upload(e->cl, &b, after, err);
+    }
+    pfs_image_free(&a);
+    pfs_image_free(&b);
+    return rc;
+}
+
 /* Called with the device lock held: one upload, the chain ping-ponging
  * between two device buffers, one download. */
 static int run_ops_cl(struct pfs_engine *e, const struct pfs_frame *f, void *const *uniforms,
-                      struct pfs_image *img, pfs_error *err)
+                      const struct pfs_op_frames *win, struct pfs_image *img, pfs_error *err)
 {
     struct pfs_cl_image a = {0}, b = {0};
     int rc = pfs_cl_image_create(e->cl, img, &a, err);
@@ -791,12 +997,17 @@ static int run_ops_cl(struct pfs_engine *e, const struct pfs_frame *f, void *con
         rc = pfs_cl_image_create(e->cl, img, &b, err);
     if (rc == 0)
         rc = pfs_cl_upload(e->cl, img, &a, err);
+    struct pfs_protect_region regions[MAX_PROTECT];
+    int nregions = frame_protect(f, regions, MAX_PROTECT);
     struct pfs_cl_image *cur = &a, *next = &b;
     for (int i = 0; i < frame_nops(f) && rc == 0; i++) {
         const struct pfs_op_desc *d = f->ops->ops[i].desc;
         const struct pfs_cl_image *src[1] = {cur};
-        struct pfs_op_cl_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = next};
+        struct pfs_op_cl_io io = {.frame = (int)f->frame_no, .src = src, .nsrc = 1, .dst = next,
+                                  .frames = op_window(f, i, win)};
         rc = d->run_cl(e->cl, uniforms[i], &io, err);
+        if (rc == 0 && d->kind == PFS_OP_LOCAL_SYNTH && nregions)
+            rc = protect_restore_cl(e, regions, nregions, cur, next, img, err);
         struct pfs_cl_image *swap = cur;
         cur = next;
         next = swap;
@@ -822,6 +1033,28 @@ static int frame_decode(struct pfs_engine *e, const struct pfs_frame *f, struct 
     return rc;
 }
 
+/* Another frame of f's source, as frame_locate found it. */
+static int decode_other(struct pfs_engine *e, const struct pfs_frame *f,
+                        const struct frame_ref *r, struct pfs_image *img, pfs_error *err)
+{
+    if (!r->relpath) {
+        struct AVFrame *pic = NULL;
+        int rc = pfs_clip_decode(e->decoders, f->clip->idx, r->clip_index, &pic, err);
+        if (rc == 0)
+            rc = pfs_colour_to_linear(pic, &f->colour, img, err);
+        av_frame_free(&pic);
+        return rc;
+    }
+    char *path = xasprintf("%s/%s", e->dailies_root, r->relpath);
+    struct pfs_exr_source *src = NULL;
+    int rc = pfs_exr_probe(path, &src, err);
+    if (rc == 0)
+        rc = pfs_exr_decode(src, img, err);
+    pfs_exr_source_free(src);
+    free(path);
+    return rc;
+}
+
 struct ref_decode {
     struct pfs_engine *e;
     const struct pfs_frame *f;
@@ -831,22 +1064,13 @@ struct ref_decode {
 static int decode_reference(void *ud, struct pfs_image *img, pfs_error *err)
 {
     const struct ref_decode *d = ud;
-    if (!d->r->relpath) {
-        struct AVFrame *pic = NULL;
-        int rc = pfs_clip_decode(d->e->decoders, d->f->clip->idx, d->r->clip_index, &pic, err);
-        if (rc == 0)
-            rc = pfs_colour_to_linear(pic, &d->f->colour, img, err);
-        av_frame_free(&pic);
-        return rc;
-    }
-    char *path = xasprintf("%s/%s", d->e->dailies_root, d->r->relpath);
-    struct pfs_exr_source *src = NULL;
-    int rc = pfs_exr_probe(path, &src, err);
-    if (rc == 0)
-        rc = pfs_exr_decode(src, img, err);
-    pfs_exr_source_free(src);
-    free(path);
-    return rc;
+    return decode_other(d->e, d->f, d->r, img, err);
+}
+
+static int decode_window_plate(void *ud, int i, struct pfs_image *img, pfs_error *err)
+{
+    const struct ref_decode *d = ud;
+    return decode_other(d->e, d->f, &d->f->win[i], img, err);
 }
 
 /* Every op's uniforms for this frame, from the decoded pixels (and the
@@ -860,9 +1084,6 @@ static int prepare_ops(struct pfs_engine *e, const struct pfs_frame *f,
     for (int i = 0; i < frame_nops(f); i++) {
         const struct pfs_resolved_op *op = &f->ops->ops[i];
         const struct pfs_op_desc *d = op->desc;
-        if (d->reads_before || d->reads_after)
-            return pfs_error_set(err, ENOTSUP, "%s: op %s reads neighbouring frames, which "
-                                 "this engine does not provide yet", f->relpath, d->name);
         uniforms[i] = calloc(1, d->uniforms_size ? d->uniforms_size : 1);
         if (!uniforms[i])
             return ENOMEM;
@@ -871,7 +1092,8 @@ static int prepare_ops(struct pfs_engine *e, const struct pfs_frame *f,
         char *note = NULL;
         if (r && r->key) {
             struct ref_decode rd = {e, f, r};
-            int rc = ref_cache_get(e->refs, r->key, decode_reference, &rd, &in.reference, err);
+            int rc = ref_cache_get_image(e->refs, r->key, decode_reference, &rd, &in.reference,
+                                         err);
             if (rc) {
                 pfs_error_prefix(err, "%s: %s: reference frame %d", f->relpath, d->name,
                                  r->frame_no);
@@ -919,9 +1141,34 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
 
     double t0 = now_ms();
     struct pfs_image img = {0};
-    int rc = frame_decode(e, f, &img, err);
-    if (rc)
+    struct pfs_op_frames *win = NULL;
+    struct ref_decode wd = {e, f, NULL};
+    struct window_env wenv = {.plates = e->refs, .flows = e->flows, .cl = e->cl,
+                              .decode = decode_window_plate, .decode_ud = &wd,
+                              .relpath = f->relpath};
+    int rc;
+    if (f->win_n) {
+        /* The window decodes this frame too, into the shared cache: the
+         * chain works on a copy. */
+        struct window_plate plates[2 * PFS_MAX_WINDOW + 1];
+        int reach = 0;
+        for (int i = 0; i < f->win_n; i++) {
+            plates[i] = (struct window_plate){f->win[i].frame_no, f->win[i].key, f->win_ops[i]};
+            if (f->win[i].key && abs(i - f->win_current) > reach)
+                reach = abs(i - f->win_current);
+        }
+        rc = window_open(&wenv, plates, f->win_n, f->win_current, reach, frame_seed(f), &win,
+                         err);
+        if (rc == 0)
+            rc = pfs_image_copy(&img, win->plate[win->current]);
+    } else {
+        rc = frame_decode(e, f, &img, err);
+    }
+    if (rc) {
+        window_close(&wenv, win);
+        pfs_image_free(&img);
         return rc == ENOMEM ? rc : EIO;
+    }
     double t1 = now_ms();
 
     int nops = frame_nops(f);
@@ -943,12 +1190,13 @@ static int render_frame(struct pfs_engine *e, const struct pfs_frame *f, uint8_t
     if (rc == 0 && nops > 0) {
         if (e->cl) {
             pfs_cl_lock(e->cl);
-            rc = run_ops_cl(e, f, uniforms, &img, err);
+            rc = run_ops_cl(e, f, uniforms, win, &img, err);
             pfs_cl_unlock(e->cl);
         } else {
-            rc = run_ops_cpu(f, uniforms, &img, err);
+            rc = run_ops_cpu(f, uniforms, win, &img, err);
         }
     }
+    window_close(&wenv, win);
     for (int i = 0; uniforms && i < nops; i++)
         free(uniforms[i]);
     free(uniforms);
@@ -1474,8 +1722,12 @@ int pfs_engine_open(const struct pfs_engine_opts *opts, struct pfs_ruleset *rule
     e->rules_gen = 1;
     e->clips = clip_table_new(e->dailies_root, e->cache);
     /* Two per render thread: each may be matching a different shot. */
-    e->refs = ref_cache_new(2 * (e->nthreads > 0 ? e->nthreads : 1));
-    if (!e->refs)
+    /* Decoded frames: references, and the neighbours removal ops read.
+     * Renders hold what they use; this is what stays decoded between
+     * them. Flows (and the luma planes they are computed on) likewise. */
+    e->refs = ref_cache_new(e->memory_budget);
+    e->flows = ref_cache_new(e->memory_budget / 2);
+    if (!e->refs || !e->flows)
         abort();
 
     pthread_mutex_init(&e->lock, NULL);
@@ -1568,6 +1820,7 @@ void pfs_engine_close(struct pfs_engine *e)
     pfs_clip_decoders_free(e->decoders);
     clip_table_free(e->clips);
     ref_cache_free(e->refs);
+    ref_cache_free(e->flows);
     pfs_ruleset_unref(e->rules);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->work);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 int pfs_image_alloc(struct pfs_image *img, int width, int height)
 {
@@ -20,4 +21,14 @@ void pfs_image_free(struct pfs_image *img)
 {
     free(img->px);
     img->px = NULL;
+}
+
+int pfs_image_copy(struct pfs_image *dst, const struct pfs_image *src)
+{
+    *dst = *src;
+    dst->px = NULL;
+    int rc = pfs_image_alloc(dst, src->width, src->height);
+    if (rc == 0)
+        memcpy(dst->px, src->px, pfs_image_floats(src) * sizeof(float));
+    return rc;
 }

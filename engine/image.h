@@ -25,6 +25,8 @@ struct pfs_image {
 /* Allocates px for the given size; returns 0 or ENOMEM. */
 int pfs_image_alloc(struct pfs_image *img, int width, int height);
 void pfs_image_free(struct pfs_image *img);
+/* dst (unallocated or freed) becomes a copy of src; 0 or ENOMEM. */
+int pfs_image_copy(struct pfs_image *dst, const struct pfs_image *src);
 
 static inline size_t pfs_image_floats(const struct pfs_image *img)
 {

@@ -11,7 +11,7 @@ packages=(
     liblmdb-dev lmdb-utils
     libyaml-dev libxxhash-dev
     libavformat-dev libavcodec-dev libavutil-dev libswscale-dev ffmpeg
-    openimageio-tools python3 python3-numpy procps util-linux
+    openimageio-tools python3 python3-numpy python3-opencv procps util-linux
 )
 
 missing=()

@@ -124,12 +124,13 @@ static void check_references(struct rules_loader *L, const struct pfs_shot *s)
         const struct pfs_op_desc *d = op->desc;
         if (!d->reference)
             continue;
-        pfs_pvec vals[64];
-        if (d->nparams > 64)
-            continue;
-        for (int p = 0; p < d->nparams; p++)
-            rules_param_at(&op->params[p], &d->params[p], s->seq_min, vals[p]);
+        pfs_pvec *vals = rules_op_values(op, op->ranged ? op->first : s->seq_min);
+        if (!vals) {
+            L->oom = true;
+            return;
+        }
         int ref = d->reference(vals);
+        free(vals);
         if (ref >= 0 && (ref < s->seq_min || ref > s->seq_max))
             rules_diag(L, PFS_DIAG_ERROR, s->path, op->line, op->col,
                        "%s: reference frame %d is not a frame of this shot's files (they are "

@@ -30,11 +30,15 @@ void rules_arena_free(struct rules_arena *a);
 
 /* ---- the loaded model ----------------------------------------------------- */
 
-/* One keyframe; a constant parameter is a single key whose frame is unused. */
+/* One keyframe; a constant parameter is a single key whose frame is unused.
+ * A POINTS parameter's key holds its points in pts (npts of them; every key
+ * of one parameter has the same count) and leaves v unused. */
 struct rules_key {
     int frame;
     double v[PFS_PARAM_MAX_COMP];
-    int line, col; /* of the value, for messages */
+    int npts;
+    double (*pts)[2];
+    int line, col; /* of the value (a keyframe: of its frame), for messages */
 };
 
 struct rules_param {
@@ -48,6 +52,9 @@ struct rules_param {
 struct rules_op {
     const struct pfs_op_desc *desc;
     struct rules_param *params; /* desc->nparams */
+    bool ranged; /* the op's own `frames:` given: in force only there */
+    int first, last;
+    int frames_line, frames_col; /* of that range */
     int line, col;
 };
 
@@ -134,9 +141,24 @@ bool rules_frame_of(const char *relpath, int *frame);
 const struct rules_glob *rules_shot_claims(const struct pfs_shot *shot,
                                            const char *relpath, int frame);
 
-/* Value of a parameter at frame: held outside the keys, linear between. */
+/* Value of a parameter at frame: held outside the keys, linear between. A
+ * POINTS parameter gets {count, 0} (its points: rules_points_at). */
 void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd,
                     int frame, double out[PFS_PARAM_MAX_COMP]);
+/* The points of a POINTS parameter at frame, point by point like
+ * rules_param_at; out has room for p->keys[0].npts points. */
+void rules_points_at(const struct rules_param *p, int frame, double (*out)[2]);
+
+/* Whether the op is in force at frame (its own `frames:`, if any). */
+bool rules_op_in_force(const struct rules_op *op, int frame);
+/* How many pfs_pvec entries the op's values take: the table's entries plus
+ * the points of its POINTS parameters after them (engine/op.h). */
+int rules_op_nvals(const struct rules_op *op);
+/* The op's values at frame in that layout; malloc'd (rules_op_nvals
+ * entries), NULL when memory runs out. What descriptors' hooks receive. */
+pfs_pvec *rules_op_values(const struct rules_op *op, int frame);
+/* The same into vals, which has rules_op_nvals(op) entries. */
+void rules_op_fill(const struct rules_op *op, int frame, pfs_pvec *vals);
 
 /* A protect region's bounding box at frame (its shape keys interpolated). */
 void rules_protect_region_at(const struct rules_protect *r, int frame,

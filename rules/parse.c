@@ -15,6 +15,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -494,26 +495,95 @@ static const char *unit_words(const char *unit)
     return unit;
 }
 
+/* which: "" or " (component 2 of 3)", " (point 4, y)". */
 static void range_error(struct pctx *P, const struct opctx *O,
                         const struct pfs_param_desc *pd, const yaml_node_t *n, double v,
-                        int comp, const char *at)
+                        const char *which, const char *at)
 {
-    char vs[32], lo[32], hi[32], which[32] = "";
+    char vs[32], lo[32], hi[32];
     rules_format_number(v, vs);
     snprintf(lo, sizeof lo, "%g", pd->min);
     snprintf(hi, sizeof hi, "%g", pd->max);
-    if (pd->type == PFS_PARAM_VEC)
-        snprintf(which, sizeof which, " (component %d of %d)", comp + 1, pd->ncomp);
     perr(P, n, "%s: %s%s: %s%s%s%s is out of range %s..%s", O->desc->name, pd->name, at, vs,
          pd->unit ? " " : "", pd->unit ? pd->unit : "", which, lo, hi);
+}
+
+/* A list of points [[x, y], ...] into key->pts (arena). */
+static bool parse_points(struct pctx *P, const struct opctx *O,
+                         const struct pfs_param_desc *pd, const yaml_node_t *n,
+                         const char *at, bool in_key, struct rules_key *key)
+{
+    char buf[128];
+    const char *name = O->desc->name;
+    const char *in = pd->unit ? " in " : "", *unit = pd->unit ? unit_words(pd->unit) : "";
+    int least = pd->ncomp > 1 ? pd->ncomp : 1;
+    /* [812, 0, 840, 540]: points written without their own brackets. */
+    bool flat = n->type == YAML_SEQUENCE_NODE && ITEMS(n) > 0;
+    for (int i = 0; flat && i < ITEMS(n); i++)
+        if (ITEM(P, n, i)->type != YAML_SCALAR_NODE)
+            flat = false;
+    if (n->type != YAML_SEQUENCE_NODE || flat) {
+        perr(P, n, "%s: \"%s\"%s must be a list of points [[x, y], ...]%s%s%s, got %s%s", name,
+             pd->name, at, in, unit,
+             pd->keyframable && !in_key ? " or keyframes {frame: [[x, y], ...]}" : "",
+             describe(P, n, buf, sizeof buf),
+             flat ? "; write each point as its own [x, y], like [[812, 0], [840, 540]]" : "");
+        return false;
+    }
+    int npts = ITEMS(n);
+    bool ok = true;
+    if (npts < least) {
+        perr(P, n, "%s: \"%s\"%s needs at least %d point%s, got %d", name, pd->name, at, least,
+             least == 1 ? "" : "s", npts);
+        ok = false;
+    } else if (npts > PFS_PARAM_MAX_POINTS) {
+        perr(P, n, "%s: \"%s\"%s has %d points; a list of points holds at most %d", name,
+             pd->name, at, npts, PFS_PARAM_MAX_POINTS);
+        ok = false;
+    }
+    double (*pts)[2] = NULL;
+    if (ok) {
+        pts = palloc(P, (size_t)npts * sizeof *pts);
+        if (!pts)
+            return false;
+    }
+    for (int i = 0; i < npts; i++) {
+        const yaml_node_t *item = ITEM(P, n, i);
+        double xy[2];
+        if (!number_list(P, item, 2, xy)) {
+            perr(P, item, "%s: \"%s\"%s: point %d must be [x, y]%s%s, got %s", name, pd->name,
+                 at, i + 1, in, unit, describe(P, item, buf, sizeof buf));
+            ok = false;
+            continue;
+        }
+        for (int c = 0; c < 2; c++) {
+            if (xy[c] < pd->min || xy[c] > pd->max) {
+                char which[48];
+                snprintf(which, sizeof which, " (point %d, %s)", i + 1, c ? "y" : "x");
+                range_error(P, O, pd, ITEM(P, item, c), xy[c], which, at);
+                ok = false;
+            }
+        }
+        if (ok) {
+            pts[i][0] = xy[0];
+            pts[i][1] = xy[1];
+        }
+    }
+    if (!ok)
+        return false;
+    key->pts = pts;
+    key->npts = npts;
+    key->v[0] = npts;
+    return true;
 }
 
 /* One value of a parameter (a constant, or the value of one keyframe). */
 static bool parse_value(struct pctx *P, const struct opctx *O,
                         const struct pfs_param_desc *pd, const yaml_node_t *n, int frame,
-                        bool in_key, double out[PFS_PARAM_MAX_COMP])
+                        bool in_key, struct rules_key *key)
 {
     char buf[128], at[48] = "";
+    double *out = key->v;
     const char *name = O->desc->name;
     if (in_key)
         snprintf(at, sizeof at, " at frame %d", frame);
@@ -530,7 +600,7 @@ static bool parse_value(struct pctx *P, const struct opctx *O,
             return false;
         }
         if (out[0] < pd->min || out[0] > pd->max) {
-            range_error(P, O, pd, n, out[0], 0, at);
+            range_error(P, O, pd, n, out[0], "", at);
             return false;
         }
         return true;
@@ -555,7 +625,9 @@ static bool parse_value(struct pctx *P, const struct opctx *O,
         bool ok = true;
         for (int c = 0; c < pd->ncomp; c++) {
             if (out[c] < pd->min || out[c] > pd->max) {
-                range_error(P, O, pd, ITEM(P, n, c), out[c], c, at);
+                char which[48];
+                snprintf(which, sizeof which, " (component %d of %d)", c + 1, pd->ncomp);
+                range_error(P, O, pd, ITEM(P, n, c), out[c], which, at);
                 ok = false;
             }
         }
@@ -589,6 +661,8 @@ static bool parse_value(struct pctx *P, const struct opctx *O,
         out[0] = b;
         return true;
     }
+    case PFS_PARAM_POINTS:
+        return parse_points(P, O, pd, n, at, in_key, key);
     }
     return false;
 }
@@ -599,22 +673,106 @@ static int key_cmp(const void *a, const void *b)
     return (x->frame > y->frame) - (x->frame < y->frame);
 }
 
+/* One keyframe as written: its frame, where the frame is written, its value. */
+struct keysrc {
+    int frame;
+    const yaml_node_t *at;
+    const yaml_node_t *val;
+};
+
+static const char *last_name(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    return dot ? dot + 1 : name;
+}
+
+/* Marks the parameter written at key; false (reported) when it already was. */
+static bool claim_param(struct pctx *P, const struct opctx *O, int idx, const yaml_node_t *key)
+{
+    const struct pfs_param_desc *pd = &O->desc->params[idx];
+    struct rules_param *rp = &O->op->params[idx];
+    if (rp->set) {
+        perr(P, key, "%s: \"%s\" is set twice (first at line %d)", O->desc->name, pd->name,
+             rp->line);
+        return false;
+    }
+    rp->set = true;
+    rp->line = (int)key->start_mark.line + 1;
+    rp->col = (int)key->start_mark.column + 1;
+    return true;
+}
+
+/* The frames of the keyframes mapping v ({frame: ...}, `form` in messages),
+ * in file order, into src (PAIRS(v) of room): a frame that is not a whole
+ * number or is keyed twice is reported and left out. Returns how many. */
+static int collect_frames(struct pctx *P, const char *opname, const char *pname,
+                          const char *form, const yaml_node_t *v, struct keysrc *src)
+{
+    char buf[128];
+    int n = 0;
+    for (int i = 0; i < PAIRS(v); i++) {
+        yaml_node_t *k = node_at(P, PAIR(v, i)->key);
+        int frame;
+        if (!scalar_int(k, &frame)) {
+            perr(P, k, "%s: \"%s\": keyframes are %s with whole frame numbers, got %s as a "
+                       "frame", opname, pname, form, describe(P, k, buf, sizeof buf));
+            continue;
+        }
+        bool dup = false;
+        for (int j = 0; j < n && !dup; j++) {
+            if (src[j].frame == frame) {
+                perr(P, k, "%s: \"%s\": frame %d is keyed twice (first at line %d)", opname,
+                     pname, frame, (int)src[j].at->start_mark.line + 1);
+                dup = true;
+            }
+        }
+        if (!dup)
+            src[n++] = (struct keysrc){frame, k, node_at(P, PAIR(v, i)->value)};
+    }
+    return n;
+}
+
+/* A keyframed parameter from its keys (file order, distinct frames). The
+ * keys of a list of points all have the first key's number of points. */
+static void set_keys(struct pctx *P, const struct opctx *O, int idx, const struct keysrc *src,
+                     int n)
+{
+    const struct pfs_param_desc *pd = &O->desc->params[idx];
+    struct rules_param *rp = &O->op->params[idx];
+    rp->keys = palloc(P, (size_t)(n ? n : 1) * sizeof *rp->keys);
+    if (!rp->keys)
+        return;
+    rp->keyed = true;
+    const struct rules_key *ref = NULL;
+    for (int i = 0; i < n; i++) {
+        struct rules_key *rk = &rp->keys[rp->nkeys++];
+        rk->frame = src[i].frame;
+        rk->line = (int)src[i].at->start_mark.line + 1;
+        rk->col = (int)src[i].at->start_mark.column + 1;
+        if (!parse_value(P, O, pd, src[i].val, rk->frame, true, rk) ||
+            pd->type != PFS_PARAM_POINTS)
+            continue;
+        if (!ref)
+            ref = rk;
+        else if (rk->npts != ref->npts)
+            pdiag_at(P, PFS_DIAG_ERROR, rk->line, rk->col,
+                     "%s: %s: the key at frame %d has %d point%s but the one at frame %d has "
+                     "%d; keyframes of a %s need the same number of points",
+                     O->desc->name, pd->name, rk->frame, rk->npts, rk->npts == 1 ? "" : "s",
+                     ref->frame, ref->npts, last_name(pd->name));
+    }
+    qsort(rp->keys, (size_t)rp->nkeys, sizeof *rp->keys, key_cmp);
+}
+
 static void set_param(struct pctx *P, const struct opctx *O, int idx, const yaml_node_t *key,
                       const yaml_node_t *v)
 {
     const struct pfs_param_desc *pd = &O->desc->params[idx];
     struct rules_param *rp = &O->op->params[idx];
     const char *name = O->desc->name;
-    char buf[128];
 
-    if (rp->set) {
-        perr(P, key, "%s: \"%s\" is set twice (first at line %d)", name, pd->name, rp->line);
+    if (!claim_param(P, O, idx, key))
         return;
-    }
-    rp->set = true;
-    rp->line = (int)key->start_mark.line + 1;
-    rp->col = (int)key->start_mark.column + 1;
-
     if (v->type != YAML_MAPPING_NODE) {
         rp->keys = palloc(P, sizeof *rp->keys);
         if (!rp->keys)
@@ -622,7 +780,7 @@ static void set_param(struct pctx *P, const struct opctx *O, int idx, const yaml
         rp->nkeys = 1;
         rp->keys[0].line = (int)v->start_mark.line + 1;
         rp->keys[0].col = (int)v->start_mark.column + 1;
-        parse_value(P, O, pd, v, 0, false, rp->keys[0].v);
+        parse_value(P, O, pd, v, 0, false, &rp->keys[0]);
         return;
     }
     if (!pd->keyframable) {
@@ -635,37 +793,14 @@ static void set_param(struct pctx *P, const struct opctx *O, int idx, const yaml
              pd->name);
         return;
     }
-    rp->keys = palloc(P, (size_t)PAIRS(v) * sizeof *rp->keys);
-    if (!rp->keys)
+    struct keysrc *src = malloc((size_t)PAIRS(v) * sizeof *src);
+    if (!src) {
+        P->L->oom = true;
         return;
-    rp->keyed = true;
-    for (int i = 0; i < PAIRS(v); i++) {
-        yaml_node_t *k = node_at(P, PAIR(v, i)->key);
-        yaml_node_t *kv = node_at(P, PAIR(v, i)->value);
-        int frame;
-        if (!scalar_int(k, &frame)) {
-            perr(P, k, "%s: \"%s\": keyframes are {frame: value} with whole frame numbers, "
-                       "got %s as a frame", name, pd->name, describe(P, k, buf, sizeof buf));
-            continue;
-        }
-        bool dup = false;
-        for (int j = 0; j < rp->nkeys; j++) {
-            if (rp->keys[j].frame == frame) {
-                perr(P, k, "%s: \"%s\": frame %d is keyed twice (first at line %d)", name,
-                     pd->name, frame, rp->keys[j].line);
-                dup = true;
-                break;
-            }
-        }
-        if (dup)
-            continue;
-        struct rules_key *rk = &rp->keys[rp->nkeys++];
-        rk->frame = frame;
-        rk->line = (int)k->start_mark.line + 1;
-        rk->col = (int)k->start_mark.column + 1;
-        parse_value(P, O, pd, kv, frame, true, rk->v);
     }
-    qsort(rp->keys, (size_t)rp->nkeys, sizeof *rp->keys, key_cmp);
+    int n = collect_frames(P, name, pd->name, "{frame: value}", v, src);
+    set_keys(P, O, idx, src, n);
+    free(src);
 }
 
 static bool has_group(const struct pfs_op_desc *d, const char *prefix)
@@ -715,8 +850,138 @@ static void unknown_param(struct pctx *P, const struct opctx *O, const yaml_node
          hint[0] ? hint : ";", d->name, list);
 }
 
+/* Whether a group's mapping is keyframes {frame: {member: value}} rather
+ * than its members: a frame number among its keys says so. */
+static bool keyed_group(struct pctx *P, const yaml_node_t *v)
+{
+    for (int i = 0; i < PAIRS(v); i++) {
+        int frame;
+        if (scalar_int(node_at(P, PAIR(v, i)->key), &frame))
+            return true;
+    }
+    return false;
+}
+
+/* The members a key of a group gives ("polygon", "center, size"), in table
+ * order. */
+static void member_names(const struct pfs_op_desc *d, const char *group,
+                         const unsigned char *gives, char *out, size_t size)
+{
+    size_t len = 0, skip = strlen(group) + 1;
+    out[0] = '\0';
+    for (int p = 0; p < d->nparams && len < size; p++)
+        if (gives[p])
+            len += (size_t)snprintf(out + len, size - len, "%s%s", len ? ", " : "",
+                                    d->params[p].name + skip);
+}
+
+/* The member `name` of one key's mapping m, or NULL. */
+static const yaml_node_t *member_value(struct pctx *P, const yaml_node_t *m, const char *name)
+{
+    for (int i = 0; i < PAIRS(m); i++) {
+        const yaml_node_t *k = node_at(P, PAIR(m, i)->key);
+        if (k->type == YAML_SCALAR_NODE && !strcmp(stext(k), name))
+            return node_at(P, PAIR(m, i)->value);
+    }
+    return NULL;
+}
+
+/*
+ * A keyed group: {1001: {polygon: A}, 1040: {polygon: B}} under `shape`
+ * means exactly shape: {polygon: {1001: A, 1040: B}}. Every key gives the
+ * same members (a shape keeps its kind), each of them keyframable; each
+ * member is then keyframed as if written on its own, so values, points,
+ * hashes and messages are those of the member form.
+ */
+static void set_group_keys(struct pctx *P, const struct opctx *O, const char *group,
+                           const yaml_node_t *key, const yaml_node_t *v)
+{
+    const struct pfs_op_desc *d = O->desc;
+    int np = d->nparams, n = PAIRS(v);
+    char buf[128], list[512];
+    list_params(d, group, list, sizeof list);
+    struct keysrc *src = malloc((size_t)n * sizeof *src);
+    struct keysrc *ms = malloc((size_t)n * sizeof *ms);
+    unsigned char *gives = calloc((size_t)n * (size_t)(np ? np : 1), 1);
+    if (!src || !ms || !gives) {
+        P->L->oom = true;
+        goto out;
+    }
+    int errors = P->errors;
+    int nf = collect_frames(P, d->name, group, "{frame: {parameter: value}}", v, src);
+    for (int f = 0; f < nf; f++) {
+        const yaml_node_t *m = src[f].val;
+        if (m->type != YAML_MAPPING_NODE) {
+            perr(P, m, "%s: \"%s\" at frame %d must be a mapping of its parameters (%s), got "
+                       "%s", d->name, group, src[f].frame, list, describe(P, m, buf, sizeof buf));
+            continue;
+        }
+        if (PAIRS(m) == 0) {
+            perr(P, m, "%s: \"%s\" at frame %d gives none of its parameters (%s)", d->name,
+                 group, src[f].frame, list);
+            continue;
+        }
+        for (int i = 0; i < PAIRS(m); i++) {
+            if (!key_ok(P, m, i, d->name))
+                continue;
+            const yaml_node_t *mk = node_at(P, PAIR(m, i)->key);
+            const yaml_node_t *mv = node_at(P, PAIR(m, i)->value);
+            char full[256];
+            if (snprintf(full, sizeof full, "%s.%s", group, stext(mk)) >= (int)sizeof full) {
+                perr(P, mk, "%s: parameter name too long", d->name);
+                continue;
+            }
+            int idx = pfs_op_param_index(d, full);
+            if (idx < 0 && has_group(d, full)) {
+                perr(P, mk, "%s: keyframes of \"%s\" hold its own parameters (%s); key the "
+                            "parameters of the group \"%s\" one by one instead",
+                     d->name, group, list, full);
+                continue;
+            }
+            if (idx < 0) {
+                unknown_param(P, O, mk, full);
+                continue;
+            }
+            if (!d->params[idx].keyframable) {
+                perr(P, mv, "%s: \"%s\" cannot be keyframed; give one value for the whole "
+                            "shot", d->name, full);
+                continue;
+            }
+            gives[(size_t)f * (size_t)np + (size_t)idx] = 1;
+        }
+    }
+    if (P->errors != errors)
+        goto out;
+    for (int f = 1; f < nf; f++) {
+        if (!memcmp(gives + (size_t)f * (size_t)np, gives, (size_t)np))
+            continue;
+        char these[256], first[256];
+        member_names(d, group, gives + (size_t)f * (size_t)np, these, sizeof these);
+        member_names(d, group, gives, first, sizeof first);
+        perr(P, src[f].at, "%s: %s: the key at frame %d gives %s but the one at frame %d gives "
+                           "%s; a %s keeps its kind across keys",
+             d->name, group, src[f].frame, these, src[0].frame, first, last_name(group));
+    }
+    if (P->errors != errors)
+        goto out;
+    for (int p = 0; p < np; p++) {
+        if (!nf || !gives[p] || !claim_param(P, O, p, key))
+            continue;
+        const char *member = d->params[p].name + strlen(group) + 1;
+        for (int f = 0; f < nf; f++)
+            ms[f] = (struct keysrc){src[f].frame, src[f].at,
+                                    member_value(P, src[f].val, member)};
+        set_keys(P, O, p, ms, nf);
+    }
+out:
+    free(src);
+    free(ms);
+    free(gives);
+}
+
 /* Nested mappings name parameters by dotted path; a mapping under a name that
- * is itself a parameter is that parameter's keyframes instead. */
+ * is itself a parameter is that parameter's keyframes instead, and a mapping
+ * of frames under a group is the group keyed as a whole. */
 static void walk_params(struct pctx *P, const struct opctx *O, const char *prefix,
                         const yaml_node_t *key, const yaml_node_t *v)
 {
@@ -739,6 +1004,10 @@ static void walk_params(struct pctx *P, const struct opctx *O, const char *prefi
         list_params(O->desc, full, list, sizeof list);
         perr(P, v, "%s: \"%s\" is a group of parameters (%s); write %s: {...: value}, got %s",
              O->desc->name, full, list, stext(key), describe(P, v, buf, sizeof buf));
+        return;
+    }
+    if (keyed_group(P, v)) {
+        set_group_keys(P, O, full, key, v);
         return;
     }
     for (int i = 0; i < PAIRS(v); i++) {
@@ -877,16 +1146,22 @@ static int int_cmp(const void *a, const void *b)
 
 /* The op's own cross-parameter checks and warnings, at every frame where any
  * parameter is keyed: between keys values move linearly, so checking the
- * keys is what a coordinator can act on. One warning per op is enough. */
+ * keys is what a coordinator can act on. An op with frames: of its own is
+ * checked only there: at the keys inside its range and at both ends of it.
+ * One warning per op is enough. */
 static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_node_t *item)
 {
     const struct pfs_op_desc *d = op->desc;
-    int nframes = 0;
+    int nframes = 2;
+    bool keyed = false;
     for (int i = 0; i < d->nparams; i++)
-        if (op->params[i].keyed)
+        if (op->params[i].keyed) {
             nframes += op->params[i].nkeys;
-    int *frames = malloc((size_t)(nframes + 1) * sizeof *frames);
-    pfs_pvec *vals = malloc((size_t)(d->nparams ? d->nparams : 1) * sizeof *vals);
+            keyed = true;
+        }
+    int nvals = rules_op_nvals(op);
+    int *frames = malloc((size_t)nframes * sizeof *frames);
+    pfs_pvec *vals = malloc((size_t)(nvals ? nvals : 1) * sizeof *vals);
     if (!frames || !vals) {
         free(frames);
         free(vals);
@@ -897,7 +1172,12 @@ static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_n
     for (int i = 0; i < d->nparams; i++)
         if (op->params[i].keyed)
             for (int k = 0; k < op->params[i].nkeys; k++)
-                frames[n++] = op->params[i].keys[k].frame;
+                if (rules_op_in_force(op, op->params[i].keys[k].frame))
+                    frames[n++] = op->params[i].keys[k].frame;
+    if (keyed && op->ranged) {
+        frames[n++] = op->first;
+        frames[n++] = op->last;
+    }
     qsort(frames, (size_t)n, sizeof *frames, int_cmp);
     int uniq = 0;
     for (int i = 0; i < n; i++)
@@ -905,12 +1185,11 @@ static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_n
             frames[uniq++] = frames[i];
     bool warned = false;
     for (int f = 0; f < (uniq ? uniq : 1); f++) {
-        int frame = uniq ? frames[f] : 0;
+        int frame = uniq ? frames[f] : op->ranged ? op->first : 0;
         char at[32] = "";
         if (uniq)
             snprintf(at, sizeof at, " (at frame %d)", frame);
-        for (int i = 0; i < d->nparams; i++)
-            rules_param_at(&op->params[i], &d->params[i], frame, vals[i]);
+        rules_op_fill(op, frame, vals);
         pfs_error e = {0};
         if (d->validate && d->validate(vals, &e)) {
             perr(P, item, "%s: %s%s", d->name, e.msg[0] ? e.msg : "invalid parameters", at);
@@ -928,13 +1207,16 @@ static void run_validate(struct pctx *P, const struct rules_op *op, const yaml_n
     free(vals);
 }
 
-static void parse_op(struct pctx *P, struct pfs_shot *s, const yaml_node_t *item)
+/* Parses one item of ops:; returns its descriptor when the op is known
+ * (whether or not its parameters were valid), for the checks on the list. */
+static const struct pfs_op_desc *parse_op(struct pctx *P, struct pfs_shot *s,
+                                          const yaml_node_t *item)
 {
-    char buf[128];
+    char buf[128], what[160];
     if (item->type != YAML_MAPPING_NODE) {
         perr(P, item, "each op is a mapping that starts with op: <name>, got %s",
              describe(P, item, buf, sizeof buf));
-        return;
+        return NULL;
     }
     int errors = P->errors;
     const yaml_node_t *opname = NULL;
@@ -950,33 +1232,43 @@ static void parse_op(struct pctx *P, struct pfs_shot *s, const yaml_node_t *item
         for (int i = 0; i < PAIRS(item); i++)
             key_ok(P, item, i, "op");
         perr(P, item, "this op has no \"op:\" key naming the operation");
-        return;
+        return NULL;
     }
     if (opname->type != YAML_SCALAR_NODE || is_null(opname)) {
         perr(P, opname, "\"op\" must name an operation, got %s",
              describe(P, opname, buf, sizeof buf));
-        return;
+        return NULL;
     }
     const struct pfs_op_desc *d = find_op(P->L, stext(opname));
     if (!d) {
         unknown_op(P, opname);
-        return;
+        return NULL;
     }
     struct rules_op *op = &s->ops[s->nops];
     op->desc = d;
     op->line = (int)item->start_mark.line + 1;
     op->col = (int)item->start_mark.column + 1;
+    op->ranged = false;
     op->params = palloc(P, (size_t)(d->nparams ? d->nparams : 1) * sizeof *op->params);
     if (!op->params)
-        return;
+        return d;
     struct opctx O = {.desc = d, .op = op};
     for (int i = 0; i < PAIRS(item); i++) {
         if (!key_ok(P, item, i, d->name))
             continue;
         yaml_node_t *k = node_at(P, PAIR(item, i)->key);
+        yaml_node_t *v = node_at(P, PAIR(item, i)->value);
         if (!strcmp(stext(k), "op"))
             continue;
-        walk_params(P, &O, NULL, k, node_at(P, PAIR(item, i)->value));
+        if (!strcmp(stext(k), "frames")) {
+            /* The op's own range, checked like the shot's. */
+            snprintf(what, sizeof what, "%s: \"frames\"", d->name);
+            op->ranged = parse_range(P, v, what, &op->first, &op->last);
+            op->frames_line = (int)v->start_mark.line + 1;
+            op->frames_col = (int)v->start_mark.column + 1;
+            continue;
+        }
+        walk_params(P, &O, NULL, k, v);
     }
     for (int i = 0; i < d->nparams; i++) {
         struct rules_param *rp = &op->params[i];
@@ -990,19 +1282,27 @@ static void parse_op(struct pctx *P, struct pfs_shot *s, const yaml_node_t *item
         }
         rp->keys = palloc(P, sizeof *rp->keys);
         if (!rp->keys)
-            return;
+            return d;
         rp->nkeys = 1;
-        memcpy(rp->keys[0].v, pd->def, sizeof pd->def);
+        /* A list of points not written has none (npts 0). */
+        if (pd->type != PFS_PARAM_POINTS)
+            memcpy(rp->keys[0].v, pd->def, sizeof pd->def);
     }
     if (P->errors != errors)
-        return;
+        return d;
     for (int i = 0; i < d->nparams; i++)
         if (!op->params[i].keys)
-            return; /* out of memory on the way */
+            return d; /* out of memory on the way */
     if (d->validate || d->advise)
         run_validate(P, op, item);
     if (P->errors == errors)
         s->nops++;
+    return d;
+}
+
+static bool reads_neighbours(const struct pfs_op_desc *d)
+{
+    return d->reads_before > 0 || d->reads_after > 0;
 }
 
 static void parse_ops(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
@@ -1024,8 +1324,32 @@ static void parse_ops(struct pctx *P, struct pfs_shot *s, const yaml_node_t *n)
     s->ops = palloc(P, (size_t)ITEMS(n) * sizeof *s->ops);
     if (!s->ops)
         return;
-    for (int i = 0; i < ITEMS(n); i++)
-        parse_op(P, s, ITEM(P, n, i));
+    /* Every item whose op is known takes part in the ordering check, valid
+     * parameters or not, so one run reports that too. */
+    const struct pfs_op_desc *descs[PFS_MAX_OPS];
+    const yaml_node_t *items[PFS_MAX_OPS];
+    for (int i = 0; i < ITEMS(n); i++) {
+        items[i] = ITEM(P, n, i);
+        descs[i] = parse_op(P, s, items[i]);
+    }
+    /*
+     * Ops that read neighbouring frames fill from the plates as shot (the
+     * engine hands them the decoded neighbours, not what earlier ops made
+     * of them), so they lead the chain: after a grade, say, they would
+     * paste ungraded pixels into a graded frame.
+     */
+    for (int i = 0; i < ITEMS(n); i++) {
+        if (!descs[i] || !reads_neighbours(descs[i]))
+            continue;
+        for (int j = 0; j < i; j++) {
+            if (descs[j] && !reads_neighbours(descs[j])) {
+                perr(P, items[i], "%s reads neighbouring frames, so it must come before %s "
+                                  "(line %d) in ops: it fills holes from the plates as shot",
+                     descs[i]->name, descs[j]->name, (int)items[j]->start_mark.line + 1);
+                break;
+            }
+        }
+    }
 }
 
 /* ---- protected regions against local ops ----------------------------------- */
@@ -1103,8 +1427,9 @@ static void runs_text(const struct frame_runs *r, bool framed, char *out, size_t
  * Ops that move or synthesise pixels (PFS_OP_LOCAL_SYNTH) may not change a
  * protected region's pixels in any frame. Shapes and regions move linearly
  * between keys and are held outside them, so every frame from the first key
- * to the last (within the shot's range) is checked, and nothing else needs
- * to be. Colour ops and whole-frame geometry are allowed (docs/rules.md).
+ * to the last (within the shot's range and the op's own) is checked, and
+ * nothing else needs to be. Colour ops and whole-frame geometry are allowed
+ * (docs/rules.md).
  */
 static void check_protected(struct pctx *P, const struct pfs_shot *s)
 {
@@ -1131,20 +1456,29 @@ static void check_protected(struct pctx *P, const struct pfs_shot *s)
                 any = true;
             }
         }
-        if (s->ranged) {
-            /* Only the shot's frames are ever rendered. */
+        if (s->ranged || op->ranged) {
+            /* Only the shot's frames are ever rendered, and the op runs only
+             * in its own. */
+            int a = s->ranged ? s->first : INT_MIN, b = s->ranged ? s->last : INT_MAX;
+            if (op->ranged) {
+                a = op->first > a ? op->first : a;
+                b = op->last < b ? op->last : b;
+            }
+            if (a > b)
+                continue; /* never in force */
             if (!any) {
-                lo = s->first;
-                hi = s->last;
+                lo = a;
+                hi = b;
             } else {
-                lo = lo < s->first ? s->first : lo > s->last ? s->last : lo;
-                hi = hi > s->last ? s->last : hi < s->first ? s->first : hi;
+                lo = lo < a ? a : lo > b ? b : lo;
+                hi = hi > b ? b : hi < a ? a : hi;
             }
             any = true;
         }
         if (hi - lo > 1000000)
             hi = lo + 1000000;
-        pfs_pvec *vals = malloc((size_t)(d->nparams ? d->nparams : 1) * sizeof *vals);
+        int nvals = rules_op_nvals(op);
+        pfs_pvec *vals = malloc((size_t)(nvals ? nvals : 1) * sizeof *vals);
         struct frame_runs *runs = calloc((size_t)s->nprotect, sizeof *runs);
         if (!vals || !runs) {
             free(vals);
@@ -1153,8 +1487,7 @@ static void check_protected(struct pctx *P, const struct pfs_shot *s)
             return;
         }
         for (int f = lo; f <= hi; f++) {
-            for (int p = 0; p < d->nparams; p++)
-                rules_param_at(&op->params[p], &d->params[p], f, vals[p]);
+            rules_op_fill(op, f, vals);
             double box[4] = {-INFINITY, -INFINITY, INFINITY, INFINITY};
             if (d->extent && !d->extent(vals, box))
                 box[0] = box[1] = -INFINITY, box[2] = box[3] = INFINITY;
@@ -1183,6 +1516,20 @@ static void check_protected(struct pctx *P, const struct pfs_shot *s)
         }
         free(vals);
         free(runs);
+    }
+}
+
+/* An op whose own frames: miss the shot's never runs: most likely a typo. */
+static void check_op_frames(struct pctx *P, const struct pfs_shot *s)
+{
+    if (!s->ranged)
+        return;
+    for (int i = 0; i < s->nops; i++) {
+        const struct rules_op *op = &s->ops[i];
+        if (op->ranged && (op->last < s->first || op->first > s->last))
+            pdiag_at(P, PFS_DIAG_WARNING, op->frames_line, op->frames_col,
+                     "%s: its frames %d-%d lie outside the shot's frames %d-%d, so it never "
+                     "runs", op->desc->name, op->first, op->last, s->first, s->last);
     }
 }
 
@@ -1269,8 +1616,10 @@ static void parse_root(struct pctx *P, struct pfs_shot *s, const yaml_node_t *ro
     for (int j = 0; j < 5; j++)
         if (missing[j] && !seen[j] && !(j == 4 && seen[5]))
             perr(P, root, "%s", missing[j]);
-    if (P->errors == 0)
+    if (P->errors == 0) {
+        check_op_frames(P, s);
         check_protected(P, s);
+    }
 }
 
 static void syntax_error(struct pctx *P, const yaml_parser_t *ps)

@@ -139,30 +139,50 @@ int rules_edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd, int frame,
-                    double out[PFS_PARAM_MAX_COMP])
+/* Where frame falls among a parameter's keys: between keys[*a] and keys[*b]
+ * at t (0 < t < 1), or on / held at keys[*a] (*b == *a, t 0). */
+static void key_span(const struct rules_param *p, int frame, int *a, int *b, double *t)
 {
     const struct rules_key *k = p->keys;
     int n = p->nkeys;
-    memset(out, 0, PFS_PARAM_MAX_COMP * sizeof *out);
-    int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
+    *t = 0;
     if (!p->keyed || n == 1 || frame <= k[0].frame) {
-        memcpy(out, k[0].v, (size_t)ncomp * sizeof *out);
+        *a = *b = 0;
         return;
     }
     if (frame >= k[n - 1].frame) {
-        memcpy(out, k[n - 1].v, (size_t)ncomp * sizeof *out);
+        *a = *b = n - 1;
         return;
     }
     int i = 1;
     while (k[i].frame < frame)
         i++;
     if (k[i].frame == frame) {
-        memcpy(out, k[i].v, (size_t)ncomp * sizeof *out);
+        *a = *b = i;
         return;
     }
-    const struct rules_key *a = &k[i - 1], *b = &k[i];
-    double t = (double)(frame - a->frame) / (double)(b->frame - a->frame);
+    *a = i - 1;
+    *b = i;
+    *t = (double)(frame - k[i - 1].frame) / (double)(k[i].frame - k[i - 1].frame);
+}
+
+void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd, int frame,
+                    double out[PFS_PARAM_MAX_COMP])
+{
+    memset(out, 0, PFS_PARAM_MAX_COMP * sizeof *out);
+    if (pd->type == PFS_PARAM_POINTS) {
+        out[0] = p->keys[0].npts;
+        return;
+    }
+    int ia, ib;
+    double t;
+    key_span(p, frame, &ia, &ib, &t);
+    const struct rules_key *a = &p->keys[ia], *b = &p->keys[ib];
+    int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
+    if (ia == ib) {
+        memcpy(out, a->v, (size_t)ncomp * sizeof *out);
+        return;
+    }
     for (int c = 0; c < ncomp; c++) {
         /* ENUM and BOOL hold their earlier key; they are never keyframable in
          * a table, but a choice index must never be blended. */
@@ -170,6 +190,66 @@ void rules_param_at(const struct rules_param *p, const struct pfs_param_desc *pd
             out[c] = a->v[c];
         else
             out[c] = a->v[c] + (b->v[c] - a->v[c]) * t;
+    }
+}
+
+void rules_points_at(const struct rules_param *p, int frame, double (*out)[2])
+{
+    int ia, ib;
+    double t;
+    key_span(p, frame, &ia, &ib, &t);
+    const struct rules_key *a = &p->keys[ia], *b = &p->keys[ib];
+    for (int i = 0; i < a->npts; i++)
+        for (int c = 0; c < 2; c++)
+            out[i][c] = ia == ib ? a->pts[i][c]
+                                 : a->pts[i][c] + (b->pts[i][c] - a->pts[i][c]) * t;
+}
+
+bool rules_op_in_force(const struct rules_op *op, int frame)
+{
+    return !op->ranged || (frame >= op->first && frame <= op->last);
+}
+
+/* Entries a POINTS parameter's points take: two [x, y] per pfs_pvec. */
+static int point_entries(int npts)
+{
+    return (npts * 2 + PFS_PARAM_MAX_COMP - 1) / PFS_PARAM_MAX_COMP;
+}
+
+int rules_op_nvals(const struct rules_op *op)
+{
+    const struct pfs_op_desc *d = op->desc;
+    int n = d->nparams;
+    for (int p = 0; p < d->nparams; p++)
+        if (d->params[p].type == PFS_PARAM_POINTS)
+            n += point_entries(op->params[p].keys[0].npts);
+    return n;
+}
+
+pfs_pvec *rules_op_values(const struct rules_op *op, int frame)
+{
+    int n = rules_op_nvals(op);
+    pfs_pvec *vals = malloc((size_t)(n ? n : 1) * sizeof *vals);
+    if (vals)
+        rules_op_fill(op, frame, vals);
+    return vals;
+}
+
+void rules_op_fill(const struct rules_op *op, int frame, pfs_pvec *vals)
+{
+    const struct pfs_op_desc *d = op->desc;
+    /* Zeroed: an odd point count leaves half an entry of padding. */
+    memset(vals, 0, (size_t)rules_op_nvals(op) * sizeof *vals);
+    int next = d->nparams;
+    for (int p = 0; p < d->nparams; p++) {
+        const struct rules_param *rp = &op->params[p];
+        rules_param_at(rp, &d->params[p], frame, vals[p]);
+        if (d->params[p].type != PFS_PARAM_POINTS)
+            continue;
+        /* {count, first}; the block from vals[first] on is plain doubles. */
+        vals[p][1] = next;
+        rules_points_at(rp, frame, (double (*)[2])(void *)vals[next]);
+        next += point_entries(rp->keys[0].npts);
     }
 }
 
@@ -214,9 +294,11 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
     }
 }
 
-static void sb_value(struct sbuf *b, const struct pfs_param_desc *pd, const double *v)
+/* A value as canonical texts write it; pts (npts of them) for POINTS. */
+static void sb_value(struct sbuf *b, const struct pfs_param_desc *pd, const double *v,
+                     int npts, const double (*pts)[2])
 {
-    char num[32];
+    char num[32], num2[32];
     switch (pd->type) {
     case PFS_PARAM_NUMBER:
         rules_format_number(v[0], num);
@@ -234,7 +316,21 @@ static void sb_value(struct sbuf *b, const struct pfs_param_desc *pd, const doub
     case PFS_PARAM_BOOL:
         sb_printf(b, "%s", v[0] != 0 ? "true" : "false");
         break;
+    case PFS_PARAM_POINTS:
+        sb_printf(b, "[");
+        for (int i = 0; i < npts; i++) {
+            rules_format_number(pts[i][0], num);
+            rules_format_number(pts[i][1], num2);
+            sb_printf(b, "%s[%s,%s]", i ? "," : "", num, num2);
+        }
+        sb_printf(b, "]");
+        break;
     }
+}
+
+static void sb_key(struct sbuf *b, const struct pfs_param_desc *pd, const struct rules_key *k)
+{
+    sb_value(b, pd, k->v, k->npts, (const double (*)[2])k->pts);
 }
 
 static void hash_hex(const void *data, size_t len, char out[33])
@@ -261,11 +357,11 @@ static bool shot_hash(struct pfs_shot *s)
         sb_printf(&b, "protect %s", pd->name);
         if (!r->box.keyed) {
             sb_printf(&b, " ");
-            sb_value(&b, pd, r->box.keys[0].v);
+            sb_key(&b, pd, &r->box.keys[0]);
         } else {
             for (int k = 0; k < r->box.nkeys; k++) {
                 sb_printf(&b, " %d:", r->box.keys[k].frame);
-                sb_value(&b, pd, r->box.keys[k].v);
+                sb_key(&b, pd, &r->box.keys[k]);
             }
         }
         if (r->ranged)
@@ -292,18 +388,24 @@ static bool shot_hash(struct pfs_shot *s)
     }
     for (int i = 0; i < s->nops; i++) {
         const struct rules_op *op = &s->ops[i];
-        sb_printf(&b, "op %s\n", op->desc->name);
+        /* On the op's own line: no parameter name can imitate it. Without
+         * frames: the line is what it always was, so hashes of existing rule
+         * files do not change. */
+        if (op->ranged)
+            sb_printf(&b, "op %s frames %d-%d\n", op->desc->name, op->first, op->last);
+        else
+            sb_printf(&b, "op %s\n", op->desc->name);
         for (int p = 0; p < op->desc->nparams; p++) {
             const struct rules_param *rp = &op->params[p];
             const struct pfs_param_desc *pd = &op->desc->params[p];
             sb_printf(&b, " %s", pd->name);
             if (!rp->keyed) {
                 sb_printf(&b, " ");
-                sb_value(&b, pd, rp->keys[0].v);
+                sb_key(&b, pd, &rp->keys[0]);
             } else {
                 for (int k = 0; k < rp->nkeys; k++) {
                     sb_printf(&b, " %d:", rp->keys[k].frame);
-                    sb_value(&b, pd, rp->keys[k].v);
+                    sb_key(&b, pd, &rp->keys[k]);
                 }
             }
             sb_printf(&b, "\n");
@@ -621,8 +723,39 @@ void pfs_frame_ops_free(struct pfs_frame_ops *fo)
     free(fo);
 }
 
-int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
-                     pfs_error *err)
+/* The canonical line of one resolved op into b (every parameter) and its
+ * header text (defaults left out) into t. */
+static void op_lines(const struct pfs_resolved_op *ro, struct sbuf *b, struct sbuf *t)
+{
+    const struct pfs_op_desc *d = ro->desc;
+    sb_printf(b, "%s", d->name);
+    sb_printf(t, "%s", d->name);
+    for (int p = 0; p < d->nparams; p++) {
+        const struct pfs_param_desc *pd = &d->params[p];
+        const double (*xy)[2] = NULL;
+        int npts = pd->type == PFS_PARAM_POINTS ? pfs_op_points(ro->vals, p, &xy) : 0;
+        sb_printf(b, " %s=", pd->name);
+        sb_value(b, pd, ro->vals[p], npts, xy);
+        bool is_default = true;
+        if (pd->type == PFS_PARAM_POINTS) {
+            is_default = npts == 0; /* the default is no points */
+        } else {
+            int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
+            for (int c = 0; c < ncomp; c++)
+                if (ro->vals[p][c] != pd->def[c])
+                    is_default = false;
+        }
+        if (!is_default) {
+            sb_printf(t, " %s=", pd->name);
+            sb_value(t, pd, ro->vals[p], npts, xy);
+        }
+    }
+}
+
+/* all: every op, in force or not; otherwise only those in force. The
+ * canonical text and hash cover the ops in force either way. */
+static int resolve(const struct pfs_shot *shot, int frame, bool all,
+                   struct pfs_frame_ops **out, pfs_error *err)
 {
     *out = NULL;
     struct pfs_frame_ops *fo = calloc(1, sizeof *fo);
@@ -632,33 +765,28 @@ int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_op
     if (!fo->ops)
         goto oom;
     struct sbuf b = {0};
+    bool first_line = true;
     for (int i = 0; i < shot->nops; i++) {
         const struct rules_op *op = &shot->ops[i];
-        const struct pfs_op_desc *d = op->desc;
+        bool in_range = rules_op_in_force(op, frame);
+        if (!in_range && !all)
+            continue;
         struct pfs_resolved_op *ro = &fo->ops[fo->nops++];
-        ro->desc = d;
-        ro->vals = calloc((size_t)(d->nparams ? d->nparams : 1), sizeof *ro->vals);
+        ro->desc = op->desc;
+        ro->index = i;
+        ro->in_range = in_range;
+        ro->vals = rules_op_values(op, frame);
         if (!ro->vals)
             goto oom_text;
-        struct sbuf t = {0};
-        sb_printf(&b, "%s%s", i ? "\n" : "", d->name);
-        sb_printf(&t, "%s", d->name);
-        for (int p = 0; p < d->nparams; p++) {
-            const struct pfs_param_desc *pd = &d->params[p];
-            rules_param_at(&op->params[p], pd, frame, ro->vals[p]);
-            sb_printf(&b, " %s=", pd->name);
-            sb_value(&b, pd, ro->vals[p]);
-            int ncomp = pd->type == PFS_PARAM_VEC ? pd->ncomp : 1;
-            bool is_default = true;
-            for (int c = 0; c < ncomp; c++)
-                if (ro->vals[p][c] != pd->def[c])
-                    is_default = false;
-            if (!is_default) {
-                sb_printf(&t, " %s=", pd->name);
-                sb_value(&t, pd, ro->vals[p]);
-            }
-        }
-        if (t.oom) {
+        struct sbuf t = {0}, discard = {0};
+        struct sbuf *line = in_range ? &b : &discard;
+        if (in_range && !first_line)
+            sb_printf(&b, "\n");
+        op_lines(ro, line, &t);
+        free(discard.p);
+        if (in_range)
+            first_line = false;
+        if (t.oom || discard.oom) {
             free(t.p);
             goto oom_text;
         }
@@ -677,6 +805,18 @@ oom_text:
 oom:
     pfs_frame_ops_free(fo);
     return pfs_error_set(err, ENOMEM, "shot %s: out of memory", shot->name);
+}
+
+int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
+                     pfs_error *err)
+{
+    return resolve(shot, frame, false, out, err);
+}
+
+int pfs_shot_resolve_all(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
+                         pfs_error *err)
+{
+    return resolve(shot, frame, true, out, err);
 }
 
 void rules_protect_region_at(const struct rules_protect *r, int frame,

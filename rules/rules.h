@@ -11,8 +11,10 @@
  *
  * This module knows nothing of pixels: it hands the engine, for a path in
  * the dailies, the shot that owns it, the frame number, and the ops in force
- * at that frame with their parameter values resolved (keyframes
- * interpolated) plus a canonical text and hash of them.
+ * at that frame (an op may have a frames: range of its own) with their
+ * parameter values resolved (keyframes interpolated) plus a canonical text
+ * and hash of them. Ops that read neighbouring frames lead the ops: list
+ * (anything else is refused), since they fill from the plates as shot.
  *
  * A loaded pfs_ruleset is immutable and reference counted, so a running mount
  * can swap in a newly loaded set while renders still hold the old one.
@@ -87,30 +89,47 @@ const char *pfs_shot_hash(const struct pfs_shot *shot);
 
 struct pfs_resolved_op {
     const struct pfs_op_desc *desc;
-    pfs_pvec *vals; /* desc->nparams entries, in table order */
+    /* desc->nparams entries in table order, then the points of the POINTS
+     * parameters (engine/op.h; read them with pfs_op_points). */
+    pfs_pvec *vals;
+    int index;     /* the op's position in the rule file's ops: list, from 0 */
+    bool in_range; /* the op is in force at this frame (its own frames:) */
     /* The op's line of the canonical text with the parameters at their
      * defaults left out ("relight exposure=0.35 window.shape=ellipse ..."):
      * what a frame's header shows of it, one attribute per op. Readers such
      * as FFmpeg 5.1 misread EXR headers with string attributes longer than
-     * about 500 bytes, which a full line of a rich op can reach. */
+     * about 500 bytes, which a full line of a rich op can reach. A list of
+     * points is listed whole when it has any ("path=[[812,0],[840,540]]"),
+     * so a long path alone can pass that length. */
     char *text;
 };
 
-/* The ops in force for one shot at one frame. */
+/* The ops of one shot at one frame. */
 struct pfs_frame_ops {
     int nops;
     struct pfs_resolved_op *ops;
-    /* Canonical text: one op per line, "name param=value ..." with every
-     * parameter in table order and numbers in %.17g precision (written in
-     * the shortest %.15g..%.17g form that reads back exactly), e.g.
-     * "relight exposure=0.35 temperature.from=4300 ...". Used verbatim as the
+    /* Canonical text of the ops in force: one op per line, "name
+     * param=value ..." with every parameter in table order and numbers in
+     * %.17g precision (written in the shortest %.15g..%.17g form that reads
+     * back exactly), e.g. "relight exposure=0.35 temperature.from=4300 ...";
+     * points as "path=[[812,0],[840,540]]" ("path=[]" when not written).
+     * An op outside its own frames: is absent. Used verbatim as the
      * provenance attribute and as the hash input. */
     char *canonical;
     char hash[33]; /* hex XXH3-128 of canonical */
 };
 
+/* The ops in force at frame, in the order of ops: (an op whose own frames:
+ * leave frame out is not listed; every listed op has in_range true). */
 int pfs_shot_resolve(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
                      pfs_error *err);
+/* Every op of the shot at frame, whatever their own frames: (nops is the
+ * length of ops:, ops[i].index == i), with in_range telling which are in
+ * force: what the engine needs of a neighbouring frame (the masks of all
+ * its local ops). canonical and hash are those of pfs_shot_resolve at the
+ * same frame: they cover only the ops in force. */
+int pfs_shot_resolve_all(const struct pfs_shot *shot, int frame, struct pfs_frame_ops **out,
+                         pfs_error *err);
 void pfs_frame_ops_free(struct pfs_frame_ops *ops);
 
 /*

@@ -8,10 +8,14 @@
 
 extern const struct pfs_op_desc pfs_op_relight;
 extern const struct pfs_op_desc pfs_op_reframe;
+extern const struct pfs_op_desc pfs_op_wire_remove;
+extern const struct pfs_op_desc pfs_op_object_remove;
 
 const struct pfs_op_desc *const pfs_op_registry[] = {
     &pfs_op_relight,
     &pfs_op_reframe,
+    &pfs_op_wire_remove,
+    &pfs_op_object_remove,
     NULL,
 };
 

@@ -215,9 +215,83 @@ static const struct pfs_op_desc compare_op = {
     .reference = compare_reference,
 };
 
+/* A wire removal of the tests' own: it reads two frames either side, so it
+ * must lead the ops; its path is a list of points (at least 2), its anchors
+ * another (optional, constant), and it says where it paints: the path's box
+ * widened by the width. Its check reads the points through pfs_op_points. */
+static const struct pfs_param_desc wire_params[] = {
+    {.name = "path", .type = PFS_PARAM_POINTS, .ncomp = 2, .min = 0, .max = 4096,
+     .required = true, .keyframable = true, .unit = "px", .help = "the wire's centre line"},
+    {.name = "width", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 1, .max = 100, .def = {6},
+     .keyframable = true, .unit = "px"},
+    {.name = "anchors", .type = PFS_PARAM_POINTS, .ncomp = 1, .min = -10, .max = 10},
+};
+static int wire_validate(const pfs_pvec *v, pfs_error *err)
+{
+    const double(*xy)[2];
+    int n = pfs_op_points(v, 0, &xy);
+    for (int i = 1; i < n; i++)
+        if (xy[i][0] == xy[i - 1][0] && xy[i][1] == xy[i - 1][1])
+            return pfs_error_set(err, EINVAL, "the path repeats point %d (%g, %g)", i + 1,
+                                 xy[i][0], xy[i][1]);
+    return 0;
+}
+static bool wire_extent(const pfs_pvec *v, double box[4])
+{
+    const double(*xy)[2];
+    int n = pfs_op_points(v, 0, &xy);
+    if (n == 0)
+        return false;
+    box[0] = box[2] = xy[0][0];
+    box[1] = box[3] = xy[0][1];
+    for (int i = 1; i < n; i++) {
+        box[0] = fmin(box[0], xy[i][0]);
+        box[1] = fmin(box[1], xy[i][1]);
+        box[2] = fmax(box[2], xy[i][0]);
+        box[3] = fmax(box[3], xy[i][1]);
+    }
+    box[0] -= v[1][0];
+    box[1] -= v[1][0];
+    box[2] += v[1][0];
+    box[3] += v[1][0];
+    return true;
+}
+static const struct pfs_op_desc wire_op = {
+    .name = "wire",
+    .params = wire_params,
+    .nparams = 3,
+    .reads_before = 2,
+    .reads_after = 2,
+    .kind = PFS_OP_LOCAL_SYNTH,
+    .validate = wire_validate,
+    .extent = wire_extent,
+};
+
+/* An object removal whose shape is a group: a polygon (points) or an
+ * ellipse, keyed as a whole; shape.mode is not keyframable. */
+static const char *const cutout_modes[] = {"fill", "clone", NULL};
+static const struct pfs_param_desc cutout_params[] = {
+    {.name = "shape.polygon", .type = PFS_PARAM_POINTS, .ncomp = 3, .min = -100, .max = 5000,
+     .keyframable = true, .unit = "px"},
+    {.name = "shape.ellipse", .type = PFS_PARAM_VEC, .ncomp = 4, .min = -1e4, .max = 1e4,
+     .keyframable = true, .unit = "px", .help = "[cx, cy, rx, ry]"},
+    {.name = "shape.mode", .type = PFS_PARAM_ENUM, .ncomp = 1, .choices = cutout_modes},
+    {.name = "feather", .type = PFS_PARAM_NUMBER, .ncomp = 1, .min = 0, .max = 100,
+     .def = {2}, .keyframable = true, .unit = "px"},
+};
+static const struct pfs_op_desc cutout_op = {
+    .name = "cutout",
+    .params = cutout_params,
+    .nparams = 4,
+    .reads_before = 1,
+    .kind = PFS_OP_LOCAL_SYNTH,
+};
+
 static const struct pfs_op_desc *const *test_ops(void)
 {
-    static const struct pfs_op_desc *reg[7];
+    static const struct pfs_op_desc *reg[9];
+    reg[7] = &cutout_op;
+    reg[6] = &wire_op;
     reg[5] = &compare_op;
     reg[0] = pfs_op_find("relight");
     reg[1] = &tweak_op;
@@ -721,10 +795,10 @@ static void test_errors_params(void)
 {
     expect_one(HEAD "ops:\n  - op: relite\n", NULL,
                "bad.yaml:4:9: error: unknown op \"relite\"; did you mean \"relight\"? known ops: "
-               "relight, tweak, paint, smear, zoom, compare");
+               "relight, tweak, paint, smear, zoom, compare, wire, cutout");
     expect_one(HEAD "ops:\n  - op: blur\n", NULL,
                "bad.yaml:4:9: error: unknown op \"blur\"; known ops: relight, tweak, paint, "
-               "smear, zoom, compare");
+               "smear, zoom, compare, wire, cutout");
     expect_one(HEAD "ops:\n  - exposure: 1\n", NULL,
                "bad.yaml:4:5: error: this op has no \"op:\" key naming the operation");
     expect_one(HEAD "ops:\n  - op: relight\n    exposure: [1, 2]\n", NULL,
@@ -1104,6 +1178,392 @@ static void test_many_files(void)
     free(dailies);
 }
 
+/* ---- points, keyed groups, op frames, ordering ----------------------------- */
+
+static const char *wire_yaml = "shot: W\n"
+                               "match: w/*.exr\n"
+                               "ops:\n"
+                               "  - op: wire\n"
+                               "    path: [[812, 0], [840, 540], [846, 1079]]\n"
+                               "    anchors: [[1, -2]]\n"
+                               "  - op: relight\n"
+                               "    exposure: 0.5\n";
+
+static void test_points(void)
+{
+    struct pfs_frame_ops *fo = resolve_one(wire_yaml, 1001);
+    REQUIRE(fo->nops == 2);
+    const pfs_pvec *v = fo->ops[0].vals;
+    const double(*xy)[2];
+    /* The layout of engine/op.h: {count, first}, the points after the table. */
+    CHECK(v[0][0] == 3 && v[0][1] == 3 && v[1][0] == 6 && v[2][0] == 1 && v[2][1] == 5);
+    REQUIRE(pfs_op_points(v, 0, &xy) == 3);
+    CHECK(xy[0][0] == 812 && xy[0][1] == 0 && xy[1][0] == 840 && xy[1][1] == 540 &&
+          xy[2][0] == 846 && xy[2][1] == 1079);
+    REQUIRE(pfs_op_points(v, 2, &xy) == 1);
+    CHECK(xy[0][0] == 1 && xy[0][1] == -2);
+    const char *want = "wire path=[[812,0],[840,540],[846,1079]] width=6 anchors=[[1,-2]]\n"
+                       "relight exposure=0.5 ";
+    CHECKF(!strncmp(fo->canonical, want, strlen(want)), "got %s", fo->canonical);
+    CHECKF(!strcmp(fo->ops[0].text, "wire path=[[812,0],[840,540],[846,1079]] anchors=[[1,-2]]"),
+           "got %s", fo->ops[0].text);
+    XXH128_hash_t h = XXH3_128bits(fo->canonical, strlen(fo->canonical));
+    char hex[33];
+    snprintf(hex, sizeof hex, "%016llx%016llx", (unsigned long long)h.high64,
+             (unsigned long long)h.low64);
+    CHECK(!strcmp(fo->hash, hex));
+    pfs_frame_ops_free(fo);
+
+    /* Not written: no points, "[]" in the canonical text, left out of the
+     * header's line. Keyframes move point by point and hold outside. */
+    const char *keyed = "shot: W\nmatch: w/*.exr\nops:\n  - op: wire\n"
+                        "    path: {1011: [[10, 0], [20, 30.5]], 1001: [[0, 0], [10, 10]]}\n"
+                        "    width: {1001: 2, 1011: 4}\n";
+    static const struct {
+        int frame;
+        double p[2][2], width;
+    } at[] = {
+        {990, {{0, 0}, {10, 10}}, 2},   {1001, {{0, 0}, {10, 10}}, 2},
+        {1006, {{5, 0}, {15, 20.25}}, 3}, {1011, {{10, 0}, {20, 30.5}}, 4},
+        {2000, {{10, 0}, {20, 30.5}}, 4},
+    };
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        fo = resolve_one(keyed, at[i].frame);
+        REQUIRE(fo->nops == 1);
+        v = fo->ops[0].vals;
+        REQUIRE(pfs_op_points(v, 0, &xy) == 2);
+        for (int k = 0; k < 2; k++)
+            CHECKF(xy[k][0] == at[i].p[k][0] && xy[k][1] == at[i].p[k][1],
+                   "frame %d point %d: %g, %g", at[i].frame, k, xy[k][0], xy[k][1]);
+        CHECK(v[1][0] == at[i].width);
+        CHECK(pfs_op_points(v, 2, &xy) == 0 && xy == NULL);
+        pfs_frame_ops_free(fo);
+    }
+    fo = resolve_one(keyed, 1006);
+    CHECKF(!strcmp(fo->canonical, "wire path=[[5,0],[15,20.25]] width=3 anchors=[]"), "got %s",
+           fo->canonical);
+    CHECKF(!strcmp(fo->ops[0].text, "wire path=[[5,0],[15,20.25]] width=3"), "got %s",
+           fo->ops[0].text);
+    pfs_frame_ops_free(fo);
+
+    /* The hash is of the points' meaning, not their spelling. */
+    char h1[33], h2[33], h3[33];
+    hash_of(wire_yaml, h1);
+    hash_of("shot: W\nmatch: w/*.exr\nops:\n  - op: wire\n    anchors:\n      - [1.0, -2]\n"
+            "    path:\n      - [8.12e2, 0]\n      - [840, 540.0]\n      - [846, 1079]\n"
+            "  - {op: relight, exposure: 0.5}\n",
+            h2);
+    CHECKF(!strcmp(h1, h2), "%s vs %s", h1, h2);
+    hash_of("shot: W\nmatch: w/*.exr\nops:\n  - op: wire\n"
+            "    path: [[812, 0], [840, 541], [846, 1079]]\n    anchors: [[1, -2]]\n"
+            "  - op: relight\n    exposure: 0.5\n",
+            h3);
+    CHECK(strcmp(h1, h3) != 0);
+
+    /* 64 points load, 65 do not. */
+    char big[4096], *p = big;
+    p += sprintf(p, HEAD "ops:\n  - op: wire\n    path: [");
+    for (int i = 0; i < PFS_PARAM_MAX_POINTS; i++)
+        p += sprintf(p, "%s[%d, %d]", i ? ", " : "", i, i);
+    sprintf(p, "]\n");
+    hash_of(big, h1);
+    sprintf(p, ", [1, 1]]\n");
+    expect_one(big, NULL,
+               "bad.yaml:5:11: error: wire: \"path\" has 65 points; a list of points holds at "
+               "most 64");
+
+    expect_one(HEAD "ops:\n  - op: wire\n"
+                    "    path: {1001: [[0, 0], [1, 1], [2, 2]], 1060: [[0, 0], [1, 1], [2, 2], "
+                    "[3, 3]]}\n",
+               NULL,
+               "bad.yaml:5:44: error: wire: path: the key at frame 1060 has 4 points but the one "
+               "at frame 1001 has 3; keyframes of a path need the same number of points");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: [[1, 2]]\n", NULL,
+               "bad.yaml:5:11: error: wire: \"path\" needs at least 2 points, got 1");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: [[1, 2], [5000, 3]]\n", NULL,
+               "bad.yaml:5:21: error: wire: path: 5000 px (point 2, x) is out of range 0..4096");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: {1001: [[1, 2], [3, -1]]}\n", NULL,
+               "bad.yaml:5:31: error: wire: path at frame 1001: -1 px (point 2, y) is out of "
+               "range 0..4096");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: [812, 0, 840, 540]\n", NULL,
+               "bad.yaml:5:11: error: wire: \"path\" must be a list of points [[x, y], ...] in "
+               "pixels or keyframes {frame: [[x, y], ...]}, got a list of 4 numbers; write each "
+               "point as its own [x, y], like [[812, 0], [840, 540]]");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: [[1, 2], [3]]\n", NULL,
+               "bad.yaml:5:20: error: wire: \"path\": point 2 must be [x, y] in pixels, got a "
+               "list of 1 number");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: none\n", NULL,
+               "bad.yaml:5:11: error: wire: \"path\" must be a list of points [[x, y], ...] in "
+               "pixels or keyframes {frame: [[x, y], ...]}, got \"none\"");
+    expect_one(HEAD "ops:\n  - op: wire\n    width: 3\n", NULL,
+               "bad.yaml:4:5: error: wire: missing required parameter \"path\" (the wire's "
+               "centre line)");
+    expect_one(HEAD "ops:\n  - op: wire\n    path: [[1, 2], [3, 4]]\n"
+                    "    anchors: {1001: [[1, 1]]}\n",
+               NULL,
+               "bad.yaml:6:14: error: wire: \"anchors\" cannot be keyframed; give one value for "
+               "the whole shot");
+    /* The op's own check sees the points, at every keyed frame. */
+    expect_one(HEAD "ops:\n  - op: wire\n    path: {1001: [[1, 2], [3, 4]], 1011: [[1, 2], "
+                    "[1, 2]]}\n",
+               NULL, "bad.yaml:4:5: error: wire: the path repeats point 2 (1, 2) (at frame 1011)");
+}
+
+static void test_keyed_groups(void)
+{
+    const char *member = "shot: C\nmatch: c/*.exr\nops:\n  - op: cutout\n"
+                         "    shape:\n"
+                         "      polygon:\n"
+                         "        1001: [[0, 0], [100, 0], [50, 80]]\n"
+                         "        1041: [[10, 0], [110, 0], [60, 90]]\n"
+                         "      ellipse: {1041: [5, 5, 9, 9], 1001: [1, 1, 1, 1]}\n"
+                         "    feather: 4\n";
+    const char *group = "shot: C\nmatch: c/*.exr\nops:\n  - op: cutout\n"
+                        "    feather: 4\n"
+                        "    shape:\n"
+                        "      1041: {ellipse: [5, 5, 9, 9], polygon: [[10, 0], [110, 0], "
+                        "[60, 90]]}\n"
+                        "      1001: {polygon: [[0, 0], [100, 0], [50, 80]], ellipse: [1, 1, 1, "
+                        "1]}\n";
+    const char *dotted = "shot: C\nmatch: c/*.exr\nops:\n  - op: cutout\n"
+                         "    shape.ellipse: {1001: [1, 1, 1, 1], 1041: [5, 5, 9, 9]}\n"
+                         "    shape.polygon: {1001: [[0, 0], [100, 0], [50, 80]], 1041: [[10, "
+                         "0], [110, 0], [60, 90]]}\n"
+                         "    feather: 4\n";
+    char h1[33], h2[33], h3[33];
+    hash_of(member, h1);
+    hash_of(group, h2);
+    hash_of(dotted, h3);
+    CHECKF(!strcmp(h1, h2) && !strcmp(h1, h3), "%s %s %s", h1, h2, h3);
+    struct pfs_frame_ops *a = resolve_one(member, 1021), *b = resolve_one(group, 1021);
+    const char *want = "cutout shape.polygon=[[5,0],[105,0],[55,85]] shape.ellipse=3,3,5,5 "
+                       "shape.mode=fill feather=4";
+    CHECKF(!strcmp(a->canonical, want), "got %s", a->canonical);
+    CHECKF(!strcmp(b->canonical, want), "got %s", b->canonical);
+    CHECK(!strcmp(a->hash, b->hash));
+    pfs_frame_ops_free(a);
+    pfs_frame_ops_free(b);
+
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape:\n"
+                    "      1001: {polygon: [[0, 0], [1, 0], [0, 1]]}\n"
+                    "      1040: {ellipse: [5, 5, 2, 2]}\n",
+               NULL,
+               "bad.yaml:7:7: error: cutout: shape: the key at frame 1040 gives ellipse but the "
+               "one at frame 1001 gives polygon; a shape keeps its kind across keys");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape:\n"
+                    "      1001: {polygon: [[0, 0], [1, 0], [0, 1]], ellipse: [1, 1, 1, 1]}\n"
+                    "      1040: {polygon: [[0, 0], [1, 0], [0, 1]]}\n",
+               NULL,
+               "bad.yaml:7:7: error: cutout: shape: the key at frame 1040 gives polygon but the "
+               "one at frame 1001 gives polygon, ellipse; a shape keeps its kind across keys");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape:\n"
+                    "      1001: {polygon: [[0, 0], [1, 0], [0, 1]]}\n"
+                    "      1040: {polygon: [[0, 0], [1, 0], [0, 1], [1, 1]]}\n",
+               NULL,
+               "bad.yaml:7:7: error: cutout: shape.polygon: the key at frame 1040 has 4 points "
+               "but the one at frame 1001 has 3; keyframes of a polygon need the same number of "
+               "points");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: {polgon: [[0, 0], [1, 0], [0, 1]]}}\n",
+               NULL,
+               "bad.yaml:5:20: error: cutout: unknown parameter \"shape.polgon\"; did you mean "
+               "\"shape.polygon\"? cutout takes: shape.polygon, shape.ellipse, shape.mode, "
+               "feather");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: {mode: clone}}\n", NULL,
+               "bad.yaml:5:26: error: cutout: \"shape.mode\" cannot be keyframed; give one value "
+               "for the whole shot");
+    /* Values are checked, and pointed at, where they are written. */
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: {ellipse: [1, 2, 3]}}\n", NULL,
+               "bad.yaml:5:29: error: cutout: \"shape.ellipse\" at frame 1001 must be a list of 4 "
+               "numbers [cx, cy, rx, ry] in pixels, got a list of 3 numbers");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: [1, 2]}\n", NULL,
+               "bad.yaml:5:19: error: cutout: \"shape\" at frame 1001 must be a mapping of its "
+               "parameters (shape.polygon, shape.ellipse, shape.mode), got a list of 2 numbers");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: {ellipse: [1, 1, 1, 1]}, "
+                    "ellipse: [1, 1, 1, 1]}\n",
+               NULL,
+               "bad.yaml:5:44: error: cutout: \"shape\": keyframes are {frame: {parameter: "
+               "value}} with whole frame numbers, got \"ellipse\" as a frame");
+    expect_one(HEAD "ops:\n  - op: cutout\n    shape: {1001: {ellipse: [1, 1, 1, 1]}}\n"
+                    "    shape.ellipse: [2, 2, 2, 2]\n",
+               NULL,
+               "bad.yaml:6:5: error: cutout: \"shape.ellipse\" is set twice (first at line 5)");
+}
+
+static const char *frames_yaml = "shot: F\n"
+                                 "match: f/*.exr\n"
+                                 "frames: 1001-1100\n"
+                                 "ops:\n"
+                                 "  - op: wire\n"
+                                 "    frames: 1001-1040\n"
+                                 "    path: [[10, 10], [20, 20]]\n"
+                                 "  - op: relight\n"
+                                 "    exposure: 0.5\n";
+
+static void test_op_frames(void)
+{
+    char *dir = make_dir();
+    write_file(dir, "f.yaml", frames_yaml);
+    struct diags d;
+    struct pfs_ruleset *rs;
+    REQUIRE(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 0);
+    const struct pfs_shot *s = pfs_ruleset_shot(rs, 0);
+    struct pfs_frame_ops *in, *out, *all;
+    pfs_error err;
+    REQUIRE(pfs_shot_resolve(s, 1040, &in, &err) == 0);
+    REQUIRE(pfs_shot_resolve(s, 1041, &out, &err) == 0);
+    REQUIRE(pfs_shot_resolve_all(s, 1041, &all, &err) == 0);
+    REQUIRE(in->nops == 2 && out->nops == 1 && all->nops == 2);
+    CHECK(in->ops[0].desc == &wire_op && in->ops[0].index == 0 && in->ops[0].in_range);
+    CHECK(in->ops[1].index == 1 && in->ops[1].in_range);
+    CHECK(out->ops[0].desc == pfs_op_find("relight") && out->ops[0].index == 1 &&
+          out->ops[0].in_range);
+    const char *both = "wire path=[[10,10],[20,20]] width=6 anchors=[]\nrelight ";
+    CHECKF(strncmp(in->canonical, both, strlen(both)) == 0, "got %s", in->canonical);
+    CHECK(strncmp(out->canonical, "relight exposure=0.5 ", 21) == 0);
+    CHECK(strcmp(in->hash, out->hash) != 0);
+    /* Every op, with its values, whatever its range; canonical and hash
+     * those of the ops in force. */
+    CHECK(all->ops[0].desc == &wire_op && all->ops[0].index == 0 && !all->ops[0].in_range);
+    CHECK(all->ops[1].index == 1 && all->ops[1].in_range);
+    const double(*xy)[2];
+    CHECK(pfs_op_points(all->ops[0].vals, 0, &xy) == 2 && xy[1][0] == 20);
+    CHECK(!strcmp(all->ops[0].text, "wire path=[[10,10],[20,20]]"));
+    CHECK(!strcmp(all->canonical, out->canonical) && !strcmp(all->hash, out->hash));
+    pfs_frame_ops_free(all);
+    REQUIRE(pfs_shot_resolve_all(s, 1040, &all, &err) == 0);
+    CHECK(all->nops == 2 && all->ops[0].in_range && all->ops[1].in_range);
+    CHECK(!strcmp(all->canonical, in->canonical) && !strcmp(all->hash, in->hash));
+    pfs_frame_ops_free(all);
+    pfs_frame_ops_free(in);
+    pfs_frame_ops_free(out);
+
+    /* The frame outside the op's range is the frame of the shot without it. */
+    struct pfs_frame_ops *plain = resolve_one("shot: F\nmatch: f/*.exr\nops:\n  - op: relight\n"
+                                              "    exposure: 0.5\n", 1041);
+    REQUIRE(pfs_shot_resolve(s, 1041, &out, &err) == 0);
+    CHECK(!strcmp(plain->canonical, out->canonical) && !strcmp(plain->hash, out->hash));
+    pfs_frame_ops_free(plain);
+    pfs_frame_ops_free(out);
+
+    /* The op's range is part of the shot's hash. */
+    char h1[33], h2[33], h3[33];
+    snprintf(h1, sizeof h1, "%s", pfs_shot_hash(s));
+    pfs_ruleset_unref(rs);
+    char *edited = strdup(frames_yaml);
+    char *p = strstr(edited, "1001-1040");
+    REQUIRE(p);
+    p[8] = '1';
+    hash_of(edited, h2);
+    CHECK(strcmp(h1, h2) != 0);
+    p[8] = '0';
+    hash_of(edited, h3);
+    CHECK(!strcmp(h1, h3));
+    free(edited);
+    hash_of("shot: F\nmatch: f/*.exr\nframes: 1001-1100\nops:\n  - op: wire\n"
+            "    path: [[10, 10], [20, 20]]\n  - op: relight\n    exposure: 0.5\n",
+            h2);
+    CHECK(strcmp(h1, h2) != 0);
+
+    /* Protected regions: only the frames where the op is in force count.
+     * The paint square meets the rectangle at frames 1016-1020. */
+    write_file(dir, "f.yaml",
+               "shot: S\nmatch: s/*.exr\nframes: 1001-1030\n"
+               "protect:\n  - rect: [300, 0, 400, 100]\n    frames: 1001-1020\n"
+               "ops:\n  - op: paint\n    frames: 1001-1015\n"
+               "    at: {1001: [150, 50], 1031: [450, 50]}\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0 && d.n == 0);
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+    expect_one("shot: S\nmatch: s/*.exr\nframes: 1001-1030\n"
+               "protect:\n  - rect: [300, 0, 400, 100]\n    frames: 1001-1020\n"
+               "ops:\n  - op: paint\n    frames: 1001-1017\n"
+               "    at: {1001: [150, 50], 1031: [450, 50]}\n",
+               NULL,
+               "bad.yaml:8:5: error: paint would move or synthesise pixels inside the "
+               "protected region at line 5 at frames 1016-1017; protected regions "
+               "(performances) may be touched only by colour ops and whole-frame geometry: "
+               "move or shrink the shape, or narrow the region's frames");
+    /* Without a shot range too; an op that may change any pixel. */
+    expect_one("shot: S\nmatch: s/*.exr\n"
+               "protect:\n  - rect: [0, 0, 10, 10]\n    frames: 1040-1050\n"
+               "ops:\n  - op: smear\n    frames: 1045-1200\n",
+               NULL,
+               "bad.yaml:7:5: error: smear moves or synthesises pixels inside the protected "
+               "region at line 4 at frames 1045-1050; protected regions (performances) may be "
+               "touched only by colour ops and whole-frame geometry: move or shrink the op's "
+               "frames, or narrow the region's frames");
+    dir = make_dir();
+    write_file(dir, "f.yaml",
+               "shot: S\nmatch: s/*.exr\n"
+               "protect:\n  - rect: [0, 0, 10, 10]\n    frames: 1040-1050\n"
+               "ops:\n  - op: smear\n    frames: 1051-1200\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0 && d.n == 0);
+    pfs_ruleset_unref(rs);
+
+    /* Advice too: 1.3 at frame 1050 is outside the op's frames, and the
+     * value at the range's end (1.14) is fine... */
+    write_file(dir, "f.yaml",
+               "shot: Z\nmatch: z/*.exr\n"
+               "ops:\n  - op: zoom\n    frames: 1001-1042\n"
+               "    scale: {1001: 1.0, 1040: 1.1, 1050: 1.3, 1060: 1.4}\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0 && d.n == 0);
+    pfs_ruleset_unref(rs);
+    /* ... until the range reaches where it is not. */
+    write_file(dir, "f.yaml",
+               "shot: Z\nmatch: z/*.exr\n"
+               "ops:\n  - op: zoom\n    frames: 1001-1048\n"
+               "    scale: {1001: 1.0, 1040: 1.1, 1050: 1.3, 1060: 1.4}\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 1 && has(&d, "f.yaml:4:5: warning: zoom: 1.26 is a lot (at frame 1048)"));
+    pfs_ruleset_unref(rs);
+    /* An op whose range misses the shot's never runs: said, not refused. */
+    write_file(dir, "f.yaml",
+               "shot: F\nmatch: f/*.exr\nframes: 1001-1100\n"
+               "ops:\n  - op: relight\n    frames: 2000-2010\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0);
+    CHECK(d.n == 1 && has(&d, "f.yaml:6:13: warning: relight: its frames 2000-2010 lie outside "
+                              "the shot's frames 1001-1100, so it never runs"));
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+
+    expect_one(HEAD "ops:\n  - op: relight\n    frames: 1040-1001\n", NULL,
+               "bad.yaml:5:13: error: relight: \"frames\": the range 1040-1001 ends before it "
+               "starts; write 1001-1040");
+    expect_one(HEAD "ops:\n  - op: relight\n    frames: [1001, 1040]\n", NULL,
+               "bad.yaml:5:13: error: relight: \"frames\" must be a frame range like 1001-1120 or "
+               "one frame number, got a list of 2 numbers");
+}
+
+static void test_ordering(void)
+{
+    expect_one(HEAD "ops:\n  - op: relight\n    exposure: 1\n  - op: zoom\n"
+                    "  - op: wire\n    path: [[1, 1], [2, 2]]\n",
+               NULL,
+               "bad.yaml:7:5: error: wire reads neighbouring frames, so it must come before "
+               "relight (line 4) in ops: it fills holes from the plates as shot");
+    /* Reported along with the other problems of the file. */
+    char *dir = make_dir();
+    write_file(dir, "o.yaml", HEAD "ops:\n  - op: zoom\n    scale: 9\n"
+                              "  - op: cutout\n    shape: {polygon: [[0, 0], [1, 0], [0, 1]]}\n");
+    struct diags d;
+    struct pfs_ruleset *rs;
+    CHECK(load(dir, NULL, &d, &rs) == EINVAL);
+    CHECKF(d.n == 2, "%d", d.n);
+    CHECK(has(&d, "o.yaml:5:12: error: zoom: scale: 9 is out of range 0.5..4"));
+    CHECK(has(&d, "o.yaml:6:5: error: cutout reads neighbouring frames, so it must come before "
+                  "zoom (line 4) in ops: it fills holes from the plates as shot"));
+    /* Neighbour-reading ops first, in any order among themselves. */
+    write_file(dir, "o.yaml", HEAD "ops:\n  - op: cutout\n  - op: wire\n"
+                              "    path: [[1, 1], [2, 2]]\n  - op: relight\n  - op: paint\n");
+    CHECK(load(dir, NULL, &d, &rs) == 0 && d.n == 0);
+    pfs_ruleset_unref(rs);
+    rm_rf(dir);
+    free(dir);
+}
+
 int main(void)
 {
     RUN(test_valid_load_and_match);
@@ -1123,5 +1583,9 @@ int main(void)
     RUN(test_samples);
     RUN(test_clip_rules);
     RUN(test_many_files);
+    RUN(test_points);
+    RUN(test_keyed_groups);
+    RUN(test_op_frames);
+    RUN(test_ordering);
     return CHECK_DONE();
 }
