@@ -6,12 +6,17 @@
  * to the bit where the device rounds as IEEE says. Contraction into fma is
  * off for that reason.
  *
- * Everything is planar: images, the two components of fields and
- * gradients, the patches' displacements and offsets each a float array.
- * PoCL vectorises a kernel across work-items only when its body has no
- * loop and no interleaved (float2) access, so the per-pixel kernels keep
- * to that; the caller's interleaved field is made by flow_pack at the end.
- * Sampling clamps tap indices to the plane.
+ * Performance on PoCL, the CPU device, shaped the layout: PoCL vectorises
+ * a kernel across work-items only when its body has no loop and no
+ * interleaved (float2) access. So everything is planar (images, the two
+ * components of fields and gradients, the patches' displacements), the
+ * variational stage's per-pixel kernels are loop-free over a red-black
+ * layout, and the caller's interleaved field is made by flow_pack at the
+ * end. The kernels with loops (patch search, densification) work a patch
+ * row at a time in float8 for the default 8-pixel patch, and the patch
+ * kernel, which reads the patch's rows anyway, also computes the weights
+ * densification needs, leaving flow_densify only sums. Sampling clamps
+ * tap indices to the plane.
  */
 #pragma OPENCL FP_CONTRACT OFF
 
@@ -187,6 +192,55 @@ static struct flow_moments flow_patch_moments(__global const float *gxs,
     return m;
 }
 
+/* The taps of patch row y (columns x0 ..) in I1 displaced by (iu + fu,
+ * iv + fv), bilinear as flow_bilinear, eight pixels at once: whole rows of
+ * I1 where the patch's taps lie inside the frame across (inside; nearly
+ * all patches), else tap by clamped tap (cols: the columns, clamped). */
+static float8 flow_row8(__global const float *i1, int w, int h, int x0, int y, int iu, float fu,
+                        int iv, float fv, const int *cols, int inside)
+{
+    __global const float *r0 = i1 + (size_t)clamp(y + iv, 0, h - 1) * (size_t)w;
+    __global const float *r1 = i1 + (size_t)clamp(y + iv + 1, 0, h - 1) * (size_t)w;
+    float8 a0, a1, b0, b1;
+    if (inside) {
+        a0 = vload8(0, r0 + x0 + iu);
+        a1 = vload8(0, r0 + x0 + iu + 1);
+        b0 = vload8(0, r1 + x0 + iu);
+        b1 = vload8(0, r1 + x0 + iu + 1);
+    } else {
+        a0 = (float8)(r0[cols[0]], r0[cols[1]], r0[cols[2]], r0[cols[3]], r0[cols[4]],
+                      r0[cols[5]], r0[cols[6]], r0[cols[7]]);
+        a1 = (float8)(r0[cols[1]], r0[cols[2]], r0[cols[3]], r0[cols[4]], r0[cols[5]],
+                      r0[cols[6]], r0[cols[7]], r0[cols[8]]);
+        b0 = (float8)(r1[cols[0]], r1[cols[1]], r1[cols[2]], r1[cols[3]], r1[cols[4]],
+                      r1[cols[5]], r1[cols[6]], r1[cols[7]]);
+        b1 = (float8)(r1[cols[1]], r1[cols[2]], r1[cols[3]], r1[cols[4]], r1[cols[5]],
+                      r1[cols[6]], r1[cols[7]], r1[cols[8]]);
+    }
+    float8 top = a0 + fu * (a1 - a0), bot = b0 + fu * (b1 - b0);
+    return top + fv * (bot - top);
+}
+
+/* One tap of the same, for any patch size. */
+static float flow_tap(__global const float *i1, int w, int h, int y, int i, int iv, float fv,
+                      float fu, const int *cols)
+{
+    __global const float *r0 = i1 + (size_t)clamp(y + iv, 0, h - 1) * (size_t)w;
+    __global const float *r1 = i1 + (size_t)clamp(y + iv + 1, 0, h - 1) * (size_t)w;
+    float top = r0[cols[i]] + fu * (r0[cols[i + 1]] - r0[cols[i]]);
+    float bot = r1[cols[i]] + fu * (r1[cols[i + 1]] - r1[cols[i]]);
+    return top + fv * (bot - top);
+}
+
+/* The columns of the patch's taps at horizontal displacement iu, clamped;
+ * 1 when none needed clamping. */
+static int flow_tap_columns(int x0, int iu, int size, int w, int *cols)
+{
+    for (int i = 0; i <= size; i++)
+        cols[i] = clamp(x0 + iu + i, 0, w - 1);
+    return x0 + iu >= 0 && x0 + iu + size < w;
+}
+
 /* The patch against I1 displaced by (iu + fu, iv + fv): the sums of
  * d = I1 - I0, d^2, gx d and gy d. */
 static float4 flow_patch_sums(__global const float *i0, __global const float *i1,
@@ -194,35 +248,13 @@ static float4 flow_patch_sums(__global const float *i0, __global const float *i1
                               int h, int x0, int y0, int size, int iu, float fu, int iv, float fv)
 {
     int cols[FLOW_MAX_PATCH + 1];
-    for (int i = 0; i <= size; i++)
-        cols[i] = clamp(x0 + iu + i, 0, w - 1);
+    int inside = flow_tap_columns(x0, iu, size, w, cols);
     if (size == 8) {
-        /* Whole rows of taps where the patch lies inside the frame (as
-         * nearly all do); otherwise tap by clamped tap. */
-        int inside = x0 + iu >= 0 && x0 + iu + 8 < w;
         float8 cd = 0.0f, cdd = 0.0f, cbx = 0.0f, cby = 0.0f;
         for (int j = 0; j < 8; j++) {
-            __global const float *r0 = i1 + (size_t)clamp(y0 + iv + j, 0, h - 1) * (size_t)w;
-            __global const float *r1 = i1 + (size_t)clamp(y0 + iv + j + 1, 0, h - 1) * (size_t)w;
-            float8 a0, a1, b0, b1;
-            if (inside) {
-                a0 = vload8(0, r0 + x0 + iu);
-                a1 = vload8(0, r0 + x0 + iu + 1);
-                b0 = vload8(0, r1 + x0 + iu);
-                b1 = vload8(0, r1 + x0 + iu + 1);
-            } else {
-                a0 = (float8)(r0[cols[0]], r0[cols[1]], r0[cols[2]], r0[cols[3]], r0[cols[4]],
-                              r0[cols[5]], r0[cols[6]], r0[cols[7]]);
-                a1 = (float8)(r0[cols[1]], r0[cols[2]], r0[cols[3]], r0[cols[4]], r0[cols[5]],
-                              r0[cols[6]], r0[cols[7]], r0[cols[8]]);
-                b0 = (float8)(r1[cols[0]], r1[cols[1]], r1[cols[2]], r1[cols[3]], r1[cols[4]],
-                              r1[cols[5]], r1[cols[6]], r1[cols[7]]);
-                b1 = (float8)(r1[cols[1]], r1[cols[2]], r1[cols[3]], r1[cols[4]], r1[cols[5]],
-                              r1[cols[6]], r1[cols[7]], r1[cols[8]]);
-            }
             size_t row = (size_t)(y0 + j) * (size_t)w + (size_t)x0;
-            float8 top = a0 + fu * (a1 - a0), bot = b0 + fu * (b1 - b0);
-            float8 d = (top + fv * (bot - top)) - vload8(0, i0 + row);
+            float8 d = flow_row8(i1, w, h, x0, y0 + j, iu, fu, iv, fv, cols, inside) -
+                       vload8(0, i0 + row);
             cd += d;
             cdd += d * d;
             cbx += vload8(0, gxs + row) * d;
@@ -235,13 +267,9 @@ static float4 flow_patch_sums(__global const float *i0, __global const float *i1
     for (int i = 0; i < size; i++)
         cd[i] = cdd[i] = cbx[i] = cby[i] = 0.0f;
     for (int j = 0; j < size; j++) {
-        __global const float *r0 = i1 + (size_t)clamp(y0 + iv + j, 0, h - 1) * (size_t)w;
-        __global const float *r1 = i1 + (size_t)clamp(y0 + iv + j + 1, 0, h - 1) * (size_t)w;
         size_t row = (size_t)(y0 + j) * (size_t)w + (size_t)x0;
         for (int i = 0; i < size; i++) {
-            float top = r0[cols[i]] + fu * (r0[cols[i + 1]] - r0[cols[i]]);
-            float bot = r1[cols[i]] + fu * (r1[cols[i + 1]] - r1[cols[i]]);
-            float d = (top + fv * (bot - top)) - i0[row + (size_t)i];
+            float d = flow_tap(i1, w, h, y0 + j, i, iv, fv, fu, cols) - i0[row + (size_t)i];
             cd[i] += d;
             cdd[i] += d * d;
             cbx[i] += gxs[row + (size_t)i] * d;
@@ -252,20 +280,49 @@ static float4 flow_patch_sums(__global const float *i0, __global const float *i1
                     flow_across(cby, size));
 }
 
+/* The weight of the patch's vote at each of its pixels, row by row into
+ * votes: engine/flow.c's densify's 1 / max(1, |e| in code values), with e
+ * the mean-normalised error of the patch's final displacement at the
+ * pixel. Computed here, where the patch's rows are being read anyway, so
+ * that flow_densify only adds (it runs one work-item at a time). */
+static void flow_patch_votes(__global const float *i0, __global const float *i1, int w, int h,
+                             int x0, int y0, int size, float u, float v, float offset,
+                             __global float *votes)
+{
+    float fu, fv;
+    int iu = flow_split(u, &fu), iv = flow_split(v, &fv);
+    int cols[FLOW_MAX_PATCH + 1];
+    int inside = flow_tap_columns(x0, iu, size, w, cols);
+    for (int j = 0; j < size; j++) {
+        size_t row = (size_t)(y0 + j) * (size_t)w + (size_t)x0;
+        if (size == 8) {
+            float8 e = flow_row8(i1, w, h, x0, y0 + j, iu, fu, iv, fv, cols, inside) -
+                       vload8(0, i0 + row) - offset;
+            vstore8(1.0f / fmax(1.0f, fabs(e) * FLOW_ERROR_SCALE), j, votes);
+            continue;
+        }
+        for (int i = 0; i < size; i++) {
+            float e = flow_tap(i1, w, h, y0 + j, i, iv, fv, fu, cols) - i0[row + (size_t)i] -
+                      offset;
+            votes[j * size + i] = 1.0f / fmax(1.0f, fabs(e) * FLOW_ERROR_SCALE);
+        }
+    }
+}
+
 /*
  * One work-item per patch; global size: patches across x down. Inverse-
  * compositional Gauss-Newton on mean-normalised intensities, started from
  * the coarser field at the patch centre (from zero when cw is 0), keeping
  * the position of least SSD and falling back to the start past a patch
- * size (engine/flow.c's patch_search). Writes the displacement and the mean
- * difference there.
+ * size (engine/flow.c's patch_search). Writes the displacement and the
+ * patch's size x size vote weights.
  */
 __kernel void flow_patch_search(__global const float *i0, __global const float *i1,
                                 __global const float *gxs, __global const float *gys,
                                 const int w, const int h, __global const float *cu,
                                 __global const float *cv, const int cw, const int ch,
                                 const int size, const int stride, const int iterations,
-                                __global float *pu, __global float *pv, __global float *poff)
+                                __global float *pu, __global float *pv, __global float *votes)
 {
     int px = get_global_id(0), py = get_global_id(1);
     int x0 = flow_patch_origin(px, w, size, stride), y0 = flow_patch_origin(py, h, size, stride);
@@ -311,7 +368,8 @@ __kernel void flow_patch_search(__global const float *i0, __global const float *
     size_t k = (size_t)py * (size_t)get_global_size(0) + (size_t)px;
     pu[k] = best.x;
     pv[k] = best.y;
-    poff[k] = best.z;
+    flow_patch_votes(i0, i1, w, h, x0, y0, size, best.x, best.y, best.z,
+                     votes + k * (size_t)(size * size));
 }
 
 /* ---- densification ------------------------------------------------------------- */
@@ -329,41 +387,30 @@ static int2 flow_cover(int x, int len, int n, int size, int stride)
                   x >= len - size ? n - 1 : x / stride);
 }
 
-/* Adds patch k's vote at pixel (x, y): its displacement weighted by
- * 1 / max(1, |mean-normalised error| in code values). */
-static void flow_vote(__global const float *i1, int w, int h, int x, int y, float i0v,
-                      __global const float *pu, __global const float *pv,
-                      __global const float *poff, size_t k, float *su, float *sv, float *sw)
-{
-    float u = pu[k], v = pv[k];
-    float fu, fv;
-    int iu = flow_split(u, &fu), iv = flow_split(v, &fv);
-    float e = flow_bilinear(i1, w, h, x + iu, y + iv, fu, fv) - i0v - poff[k];
-    float wt = 1.0f / fmax(1.0f, fabs(e) * FLOW_ERROR_SCALE);
-    *su += wt * u;
-    *sv += wt * v;
-    *sw += wt;
-}
-
-/* One work-item per pixel: the average of the covering patches' votes, in
- * the order engine/flow.c's densify adds them. (PoCL runs this one
- * work-item at a time: its loop count varies per pixel, and a version with
- * fixed, masked slots is slower still, being all gathers.) */
-__kernel void flow_densify(__global const float *i0, __global const float *i1,
-                           __global const float *pu, __global const float *pv,
-                           __global const float *poff, const int w, const int h,
+/* One work-item per pixel: the covering patches' displacements averaged
+ * with the weights their votes hold for this pixel, in the order
+ * engine/flow.c's densify adds them. */
+__kernel void flow_densify(__global const float *pu, __global const float *pv,
+                           __global const float *votes, const int w, const int h,
                            const int size, const int stride, __global float *u_out,
                            __global float *v_out)
 {
     int x = get_global_id(0), y = get_global_id(1);
     int nx = flow_patch_count(w, size, stride), ny = flow_patch_count(h, size, stride);
     int2 xr = flow_cover(x, w, nx, size, stride), yr = flow_cover(y, h, ny, size, stride);
+    float su = 0.0f, sv = 0.0f, sw = 0.0f;
+    for (int py = yr.x; py <= yr.y; py++) {
+        int j = y - flow_patch_origin(py, h, size, stride);
+        for (int px = xr.x; px <= xr.y; px++) {
+            size_t k = (size_t)py * (size_t)nx + (size_t)px;
+            int i = x - flow_patch_origin(px, w, size, stride);
+            float wt = votes[k * (size_t)(size * size) + (size_t)(j * size + i)];
+            su += wt * pu[k];
+            sv += wt * pv[k];
+            sw += wt;
+        }
+    }
     size_t i = (size_t)y * (size_t)w + (size_t)x;
-    float i0v = i0[i], su = 0.0f, sv = 0.0f, sw = 0.0f;
-    for (int py = yr.x; py <= yr.y; py++)
-        for (int px = xr.x; px <= xr.y; px++)
-            flow_vote(i1, w, h, x, y, i0v, pu, pv, poff, (size_t)py * (size_t)nx + (size_t)px,
-                      &su, &sv, &sw);
     u_out[i] = su / sw;
     v_out[i] = sv / sw;
 }
@@ -379,7 +426,8 @@ __kernel void flow_densify(__global const float *i0, __global const float *i1,
  * pixels and each of its four neighbours (all of the other colour) at
  * consecutive addresses, with no index clamped: a neighbour past the image
  * edge is a guard, read and multiplied by a zero weight (guards hold finite
- * values: zero from the start, or what an earlier, larger level left).
+ * values: zero from the start, or what an earlier, coarser level, laid out
+ * on a narrower stride, left there).
  * Work-items: (w + 1) / 2 x h for one colour, (w + 1) / 2 x 2h for both,
  * grid row 2y + c being row y's colour c.
  */

@@ -869,9 +869,76 @@ static int spatial_and_blend(struct work *k, const uint8_t *filled, pfs_error *e
     return rc;
 }
 
-/* Step 4: the grain the fill lost, from the plate's own grain. */
+/*
+ * The plate's differences from its nearest neighbour moved onto it, for
+ * pfs_grain_cap: per pixel and channel (plate - moved) / sqrt(1 + kept),
+ * NaN where the motion is not trusted (in a hole of either frame, off the
+ * neighbour, or where forward and backward flow disagree by half a pixel).
+ * NULL when no neighbour has a flow.
+ */
+static float *neighbour_differences(const struct pfs_image *in, const struct pfs_op_frames *fr,
+                                    pfs_error *err)
+{
+    int c = fr->current, s = fr->flow_scale;
+    for (int d = 1; d <= fr->n; d++) {
+        for (int side = 1; side >= -1; side -= 2) {
+            int i = c + side * d;
+            if (i < 0 || i >= fr->n || !fr->plate[i])
+                continue;
+            const struct pfs_flow_field *fwd = NULL, *bwd = NULL;
+            if (fr->flow(fr->flow_ud, c, i, &fwd, err) || fr->flow(fr->flow_ud, i, c, &bwd, err))
+                return NULL;
+            if (!fwd || !bwd)
+                continue;
+            const struct pfs_image *nb = fr->plate[i];
+            size_t npx = (size_t)in->width * (size_t)in->height;
+            float *nd = malloc(npx * 3 * sizeof *nd);
+            if (!nd)
+                return NULL;
+            for (int y = 0; y < in->height; y++)
+                for (int x = 0; x < in->width; x++) {
+                    size_t p = (size_t)y * (size_t)in->width + (size_t)x;
+                    float *o = nd + 3 * p;
+                    o[0] = o[1] = o[2] = NAN;
+                    if (fr->hole[c][p])
+                        continue;
+                    double fx = (x + 0.5) / s - 0.5, fy = (y + 0.5) / s - 0.5;
+                    double du = s * bilinear1(fwd->uv, fwd->width, fwd->height, 2, 0, fx, fy);
+                    double dv = s * bilinear1(fwd->uv, fwd->width, fwd->height, 2, 1, fx, fy);
+                    double qx = x + du, qy = y + dv;
+                    if (!(qx >= 0 && qy >= 0 && qx <= nb->width - 1 && qy <= nb->height - 1))
+                        continue;
+                    int ix = (int)qx, iy = (int)qy;
+                    int ix1 = ix + 1 < nb->width ? ix + 1 : ix, iy1 = iy + 1 < nb->height ? iy + 1 : iy;
+                    const unsigned char *hs = fr->hole[i];
+                    if (hs[(size_t)iy * (size_t)nb->width + (size_t)ix] ||
+                        hs[(size_t)iy * (size_t)nb->width + (size_t)ix1] ||
+                        hs[(size_t)iy1 * (size_t)nb->width + (size_t)ix] ||
+                        hs[(size_t)iy1 * (size_t)nb->width + (size_t)ix1])
+                        continue;
+                    double bx = (qx + 0.5) / s - 0.5, by = (qy + 0.5) / s - 0.5;
+                    double bu = s * bilinear1(bwd->uv, bwd->width, bwd->height, 2, 0, bx, by);
+                    double bv = s * bilinear1(bwd->uv, bwd->width, bwd->height, 2, 1, bx, by);
+                    if (hypot(du + bu, dv + bv) > 0.5)
+                        continue;
+                    float norm = 1.0f / sqrtf(1.0f + bilinear_kept(qx, qy));
+                    for (int ch = 0; ch < 3; ch++)
+                        o[ch] = (in->px[4 * p + (size_t)ch] -
+                                 bilinear1(nb->px, nb->width, nb->height, 4, ch, qx, qy)) *
+                                norm;
+                }
+            return nd;
+        }
+    }
+    return NULL;
+}
+
+/* Step 4: the grain the fill lost, from the plate's own grain: learned
+ * from its flat areas, and capped by how much the plate differs from its
+ * moved neighbour, so fine texture is not taken for grain. */
 static int regrain(const struct remove_uniforms *u, const struct pfs_image *in,
-                   const unsigned char *exclude, uint64_t seed, struct work *k, pfs_error *err)
+                   const unsigned char *exclude, const struct pfs_op_frames *fr, uint64_t seed,
+                   struct work *k, pfs_error *err)
 {
     if (u->grain <= 0)
         return 0;
@@ -881,6 +948,12 @@ static int regrain(const struct remove_uniforms *u, const struct pfs_image *in,
         return pfs_error_set(err, rc, "no memory to measure the grain");
     if (model.nbins == 0)
         return 0; /* a clean plate: nothing to put back */
+    if (fr && u->method != METHOD_SPATIAL) {
+        float *nd = neighbour_differences(in, fr, err);
+        if (nd)
+            pfs_grain_cap(&model, in->px, 4 * in->width, nd, in->width, in->height);
+        free(nd);
+    }
     size_t n = (size_t)k->w * (size_t)k->h;
     float *amount = calloc(n, sizeof *amount);
     if (!amount)
@@ -938,7 +1011,7 @@ static int remove_run(const struct remove_uniforms *u, const struct pfs_image *i
             ex = exclude;
         }
         if (rc == 0)
-            rc = regrain(u, in, ex, fr ? fr->seed : 0, &k, err);
+            rc = regrain(u, in, ex, fr, fr ? fr->seed : 0, &k, err);
         free(exclude);
     }
     /* Step 5: through the matte. */

@@ -12,7 +12,7 @@
 mkdir -p "$DAILIES/W001" "$DAILIES/O001" "$WORK/clean"
 # The wire: 5 px, dark, anti-aliased, from (250 + 4t, 0) to (290 + 4t, 360)
 # at frame 1001 + t. The blob: a soft-edged grey disc of radius 26 moving
-# 6 px a frame to the right along y = 120.
+# 12 px a frame to the right along y = 120.
 "$PY" - "$DAILIES" "$WORK/clean" <<'PY' || fail "could not draw the test plates"
 import subprocess, sys
 import numpy as np
@@ -36,7 +36,7 @@ for t in range(8):
     d = np.hypot(ax + s * (bx - ax) - xx, ay + s * (by - ay) - yy)
     c = np.clip(2.5 + 0.5 - d, 0, 1)
     write(f"{dailies}/W001/W001C001.{f}.exr", img * (1 - c) + 0.01 * c)
-    d = np.hypot(xx - (150 + 6 * t), yy - 120)
+    d = np.hypot(xx - (150 + 12 * t), yy - 120)
     c = np.clip(26 - d, 0, 1)
     write(f"{dailies}/O001/O001C001.{f}.exr", img * (1 - c) + 0.3 * c)
 PY
@@ -60,7 +60,7 @@ ops:
   - op: object_remove
     shape:
       1001: {ellipse: [150, 120, 27, 27]}
-      1008: {ellipse: [192, 120, 27, 27]}
+      1008: {ellipse: [234, 120, 27, 27]}
     feather: 3
     dilate: 2
 YAML
@@ -103,7 +103,7 @@ for name, shot in (("wire", "W001/W001C001"), ("object", "O001/O001C001")):
             d = np.hypot(ax + s * (bx - ax) - xx, s * 360 - yy)
             inner, outer = d < 3.5, d > 3.5 + 1 + 2 + 1.5
         else:
-            d = np.hypot(xx - (150 + 6 * t), yy - 120)
+            d = np.hypot(xx - (150 + 12 * t), yy - 120)
             inner, outer = d < 26, d > 27 + 2 + 3 + 1.5
         got = read(f"{mnt}/{shot}.{f}.exr")
         src = read(f"{dailies}/{shot}.{f}.exr")
@@ -118,7 +118,7 @@ hdr=$(exrheader "$MNT/W001/W001C001.1004.exr")
 grep -qF 'platefs/op1 (type string): "wire_remove path=[[262,0],[302,360]] width=7"' <<<"$hdr" ||
     fail "frame 1004 should carry the interpolated path: $hdr"
 hdr=$(exrheader "$MNT/O001/O001C001.1008.exr")
-grep -qF 'shape.ellipse=[192,120,27,27]' <<<"$hdr" || fail "object provenance: $hdr"
+grep -qF 'object_remove shape.ellipse=234,120,27,27 feather=3' <<<"$hdr" || fail "object provenance: $hdr"
 
 # The same bytes from a render outside the mount, on one thread or two.
 for threads in 1 2; do

@@ -53,12 +53,17 @@ static void load_frames(void)
     }
 }
 
+static float *dup_floats(const float *src, size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    REQUIRE(p);
+    memcpy(p, src, n * sizeof *p);
+    return p;
+}
+
 static float *copy_px(const struct pfs_image *img)
 {
-    float *p = malloc(pfs_image_floats(img) * sizeof *p);
-    REQUIRE(p);
-    memcpy(p, img->px, pfs_image_floats(img) * sizeof *p);
-    return p;
+    return dup_floats(img->px, pfs_image_floats(img));
 }
 
 /* Standard normal from rand(): Box-Muller, independent of fill.c's own. */
@@ -96,12 +101,12 @@ static void draw_line(uint8_t *m, int w, int h, double ax, double ay, double bx,
         }
 }
 
-static void draw_curve(uint8_t *m, int w, int h, double width)
+static void draw_curve(uint8_t *m, int w, int h, double cy, double width)
 {
-    /* y = 150 + 60 sin(2 pi x / 320), as a chain of short segments. */
-    double px = -10, py = 150 + 60 * sin(2 * M_PI * -10 / 320.0);
-    for (int s = 1; s <= 66; s++) {
-        double x = -10 + s * 10, y = 150 + 60 * sin(2 * M_PI * x / 320);
+    /* y = cy + 60 sin(2 pi x / 320), as a chain of short segments. */
+    double px = -10, py = cy + 60 * sin(2 * M_PI * -10 / 320.0);
+    for (int s = 1; s <= (w + 20) / 10; s++) {
+        double x = -10 + s * 10, y = cy + 60 * sin(2 * M_PI * x / 320);
         draw_line(m, w, h, px, py, x, y, width);
         px = x;
         py = y;
@@ -123,10 +128,46 @@ static void draw_blobs(uint8_t *m, int w, int h)
             }
 }
 
-struct fill_case {
-    const char *name;
-    uint8_t *mask;
-};
+/* The Telea comparison's cases. Each puts several copies of its mask at
+ * evenly spaced places, fixed in advance, so that a case's score is not
+ * that of whatever one spot happens to lie under it. */
+enum { NCASES = 7 };
+static const char *const case_names[NCASES] = {
+    "horizontal wires 4 px", "slanted wires 6 px (20 deg)", "steep wires 8 px (70 deg)",
+    "diagonal wires 3 px",   "vertical wires 5 px",         "curved wires 5 px",
+    "small blobs"};
+
+static void draw_case(int k, uint8_t *m, int w, int h)
+{
+    double t20 = tan(20 * M_PI / 180), c70 = 1 / tan(70 * M_PI / 180);
+    for (int i = 1; i <= 5; i += 2) { /* at 1/6, 3/6 and 5/6 of the frame */
+        double fx = w * i / 6.0, fy = h * i / 6.0;
+        switch (k) {
+        case 0:
+            draw_line(m, w, h, -5, fy + 0.3, w + 5, fy + 0.3, 4);
+            break;
+        case 1:
+            draw_line(m, w, h, -5, fy - w / 2 * t20, w + 5, fy + w / 2 * t20, 6);
+            break;
+        case 2:
+            draw_line(m, w, h, fx - h / 2 * c70, -5, fx + h / 2 * c70, h + 5, 8);
+            break;
+        case 3:
+            draw_line(m, w, h, fx - h / 2, -5, fx + h / 2, h + 5, 3);
+            break;
+        case 4:
+            draw_line(m, w, h, fx + 0.5, -5, fx + 0.5, h + 5, 5);
+            break;
+        case 5:
+            if (i < 5)
+                draw_curve(m, w, h, i == 1 ? 100 : 260, 5);
+            break;
+        default:
+            draw_blobs(m, w, h);
+            return;
+        }
+    }
+}
 
 /* ---- membrane ---------------------------------------------------------------- */
 
@@ -142,7 +183,8 @@ static void ramp(float *d, int nch, int w, int h, int stride)
 static double ramp_error(int nch, int w, int h, const uint8_t *known, double *ms)
 {
     int stride = w * nch + 3; /* padded rows */
-    float *d = malloc((size_t)stride * h * sizeof *d), *ref = malloc((size_t)stride * h * sizeof *d);
+    float *d = malloc((size_t)stride * h * sizeof *d);
+    float *ref = malloc((size_t)stride * h * sizeof *ref);
     REQUIRE(d && ref);
     ramp(ref, nch, w, h, stride);
     for (size_t i = 0; i < (size_t)stride * h; i++)
@@ -174,9 +216,7 @@ static double ramp_error(int nch, int w, int h, const uint8_t *known, double *ms
 
 static void test_membrane_ramp(void)
 {
-    /* A rectangle, a disk touching it, and a hole at the frame's edge
-     * (where the membrane meets the border with zero normal slope, which a
-     * ramp does not have: that one is only checked for running). */
+    /* A rectangle and a disk touching it, in 1 to 4 channels. */
     const int w = 96, h = 72;
     uint8_t *known = malloc(w * h);
     REQUIRE(known);
@@ -213,6 +253,23 @@ static void test_membrane_ramp(void)
     uint8_t none[4] = {0}, all[4] = {1, 1, 1, 1};
     CHECK(pfs_fill_membrane(d, 3, 2, 2, 6, none) == EINVAL);
     CHECK(pfs_fill_membrane(d, 3, 2, 2, 6, all) == 0);
+    /* A NaN among the known values next to a hole is neither spread nor
+     * changed. */
+    {
+        const int nw = 12, nh = 10;
+        float nan_img[12 * 10];
+        uint8_t nk[12 * 10];
+        for (int i = 0; i < nw * nh; i++) {
+            nan_img[i] = (float)(i % nw) * 0.1f;
+            nk[i] = !(i / nw >= 3 && i / nw < 7 && i % nw >= 3 && i % nw < 8);
+        }
+        nan_img[2 * nw + 5] = NAN;
+        CHECK(pfs_fill_membrane(nan_img, 1, nw, nh, nw, nk) == 0);
+        size_t bad = 0;
+        for (int i = 0; i < nw * nh; i++)
+            bad += i != 2 * nw + 5 && !isfinite(nan_img[i]);
+        CHECK(bad == 0 && isnan(nan_img[2 * nw + 5]));
+    }
     /* A single known value fills everything with it. */
     float one[2 * 3 * 2] = {0};
     uint8_t k1[6] = {0, 0, 0, 0, 1, 0};
@@ -268,7 +325,7 @@ static void test_timing_1080(void)
         for (size_t i = 0; i < (size_t)W * H; i++)
             known[i] = !hole[i];
         double best = 1e9, sbest = 1e9;
-        for (int rep = 0; rep < 3; rep++) {
+        for (int rep = 0; rep < 5; rep++) {
             memcpy(work, plate, (size_t)W * H * 4 * sizeof *work);
             double t0 = now_ms();
             CHECK(pfs_fill_membrane(work, 4, W, H, W * 4, known) == 0);
@@ -279,7 +336,7 @@ static void test_timing_1080(void)
             sbest = fmin(sbest, now_ms() - t0);
         }
         fprintf(stderr, "timing: 6 px %s wire across 1920x1080 RGBA: membrane %.2f ms, spatial "
-                        "%.1f ms (best of 3)\n", wires[k].name, best, sbest);
+                        "%.1f ms (best of 5)\n", wires[k].name, best, sbest);
     }
     free(plate);
     free(work);
@@ -346,25 +403,12 @@ static void test_spatial_vs_telea(void)
         return;
     }
     const int w = frames[0].width, h = frames[0].height;
-    enum { NCASES = 7 };
-    struct fill_case cases[NCASES] = {{"horizontal wire 4 px", NULL},
-                                      {"slanted wire 6 px (20 deg)", NULL},
-                                      {"steep wire 8 px (70 deg)", NULL},
-                                      {"diagonal wire 3 px", NULL},
-                                      {"vertical wire 5 px", NULL},
-                                      {"curved wire 5 px", NULL},
-                                      {"small blobs", NULL}};
+    uint8_t *cases[NCASES];
     for (int k = 0; k < NCASES; k++) {
-        cases[k].mask = calloc((size_t)w * h, 1);
-        REQUIRE(cases[k].mask);
+        cases[k] = calloc((size_t)w * h, 1);
+        REQUIRE(cases[k]);
+        draw_case(k, cases[k], w, h);
     }
-    draw_line(cases[0].mask, w, h, -5, 200.3, w + 5, 200.3, 4);
-    draw_line(cases[1].mask, w, h, -5, 60, w + 5, 60 + (w + 10) * tan(20 * M_PI / 180), 6);
-    draw_line(cases[2].mask, w, h, 250, -5, 250 + (h + 10) / tan(70 * M_PI / 180), h + 5, 8);
-    draw_line(cases[3].mask, w, h, 100, -5, 100 + h + 10, h + 5, 3);
-    draw_line(cases[4].mask, w, h, 421.5, -5, 421.5, h + 5, 5);
-    draw_curve(cases[5].mask, w, h, 5);
-    draw_blobs(cases[6].mask, w, h);
 
     /* Every case on every frame: inputs for Telea, then ours. */
     int n = NCASES * NFRAMES;
@@ -372,7 +416,7 @@ static void test_spatial_vs_telea(void)
     REQUIRE(in && masks);
     for (int i = 0; i < n; i++) {
         const struct pfs_image *f = &frames[i % NFRAMES];
-        masks[i] = cases[i / NFRAMES].mask;
+        masks[i] = cases[i / NFRAMES];
         in[i] = malloc((size_t)w * h * 3);
         REQUIRE(in[i]);
         for (size_t p = 0; p < (size_t)w * h; p++)
@@ -380,12 +424,11 @@ static void test_spatial_vs_telea(void)
                 in[i][p * 3 + c] = masks[i][p] ? 0 : srgb8(f->px[p * 4 + c]);
     }
     uint8_t **telea = telea_all(in, masks, n, w, h);
-    if (!telea)
-        return;
     float *work = malloc((size_t)w * h * 4 * sizeof *work);
     REQUIRE(work);
     double total_ms = 0;
-    for (int k = 0; k < NCASES; k++) {
+    size_t outside_changed = 0;
+    for (int k = 0; k < NCASES && telea; k++) {
         double se_ours = 0, se_telea = 0;
         size_t count = 0;
         for (int fi = 0; fi < NFRAMES; fi++) {
@@ -401,7 +444,7 @@ static void test_spatial_vs_telea(void)
             total_ms += now_ms() - t0;
             for (size_t p = 0; p < (size_t)w * h; p++) {
                 if (!masks[i][p]) {
-                    CHECK(memcmp(&work[p * 4], &f->px[p * 4], 16) == 0);
+                    outside_changed += memcmp(&work[p * 4], &f->px[p * 4], 16) != 0;
                     continue;
                 }
                 for (int c = 0; c < 3; c++) {
@@ -416,34 +459,53 @@ static void test_spatial_vs_telea(void)
         }
         double p_ours = 10 * log10(count / se_ours), p_tel = 10 * log10(count / se_telea);
         fprintf(stderr, "  %-28s in-mask PSNR over %d frames: spatial %.2f dB, Telea %.2f dB "
-                        "(%+.2f)\n", cases[k].name, NFRAMES, p_ours, p_tel, p_ours - p_tel);
-        CHECKF(p_ours > p_tel, "%s: %.2f dB is not better than Telea's %.2f dB", cases[k].name,
+                        "(%+.2f)\n", case_names[k], NFRAMES, p_ours, p_tel, p_ours - p_tel);
+        CHECKF(p_ours > p_tel, "%s: %.2f dB is not better than Telea's %.2f dB", case_names[k],
                p_ours, p_tel);
     }
-    fprintf(stderr, "timing: spatial fill of the 640x360 cases: %.2f ms each on average\n",
-            total_ms / n);
+    CHECK(outside_changed == 0);
+    if (telea)
+        fprintf(stderr, "timing: spatial fill of the 640x360 cases: %.2f ms each on average\n",
+                total_ms / n);
     for (int i = 0; i < n; i++) {
         free(in[i]);
-        free(telea[i]);
+        if (telea)
+            free(telea[i]);
     }
     for (int k = 0; k < NCASES; k++)
-        free(cases[k].mask);
+        free(cases[k]);
     free(in);
     free(masks);
     free(telea);
     free(work);
 }
 
-/* An anti-aliased straight edge crossing a 6-pixel wire at 30 degrees from
- * the wire's normal: the fill continues it, sharp; the membrane blurs it. */
+/* Where a row's profile crosses a fraction f of the way from lo to hi, by
+ * linear interpolation between pixels (the first crossing from the left). */
+static double crossing(const float *row, int w, double lo, double hi, double f)
+{
+    double level = lo + f * (hi - lo);
+    for (int x = 0; x + 1 < w; x++) {
+        double a = row[4 * x], b = row[4 * (x + 1)];
+        if (a < level && b >= level)
+            return x + (level - a) / (b - a);
+    }
+    return -1;
+}
+
+/* An anti-aliased straight edge crossing a 6-pixel wire 30 degrees off the
+ * wire's normal: in every row of the hole the fill puts the edge where it
+ * was, as sharp as it was; the membrane smears it over many pixels. */
 static void test_spatial_edge(void)
 {
     const int w = 160, h = 100;
-    float *img = malloc((size_t)w * h * 4 * sizeof *img), *ref = malloc((size_t)w * h * 4 * sizeof *ref);
+    float *ref = malloc((size_t)w * h * 4 * sizeof *ref);
+    float *img[2] = {malloc((size_t)w * h * 4 * sizeof(float)),
+                     malloc((size_t)w * h * 4 * sizeof(float))};
     uint8_t *hole = calloc((size_t)w * h, 1), *known = malloc((size_t)w * h);
-    REQUIRE(img && ref && hole && known);
+    REQUIRE(ref && img[0] && img[1] && hole && known);
     const double lo = 0.05, hi = 0.6, ang = 30 * M_PI / 180;
-    const double nx = cos(ang), ny = -sin(ang); /* edge normal; edge through (80.3, 50) */
+    const double nx = cos(ang), ny = -sin(ang); /* the edge's normal; it runs through (80.3, 50) */
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
             int in = 0;
@@ -462,43 +524,45 @@ static void test_spatial_edge(void)
     draw_line(hole, w, h, -5, 47.5, w + 5, 47.5, 6);
     for (size_t i = 0; i < (size_t)w * h; i++)
         known[i] = !hole[i];
-    double err_fill = 0, err_mem = 0, far_fill = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        memcpy(img, ref, (size_t)w * h * 4 * sizeof *img);
-        if (pass == 0)
-            CHECK(pfs_fill_spatial(img, w, h, w * 4, hole) == 0);
-        else
-            CHECK(pfs_fill_membrane(img, 4, w, h, w * 4, known) == 0);
-        double se = 0;
-        size_t n = 0;
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++) {
-                if (!hole[y * w + x])
-                    continue;
-                double d = fabs((x - 80.3) * nx + (y - 50) * ny);
-                double e = fabs(img[((size_t)y * w + x) * 4] - ref[((size_t)y * w + x) * 4]);
-                if (d < 6) { /* the edge's neighbourhood inside the hole */
-                    se += e * e;
-                    n++;
-                }
-                if (pass == 0 && d > 1.5)
-                    far_fill = fmax(far_fill, e);
-            }
-        *(pass ? &err_mem : &err_fill) = sqrt(se / n) / (hi - lo);
+    for (int k = 0; k < 2; k++)
+        memcpy(img[k], ref, (size_t)w * h * 4 * sizeof(float));
+    CHECK(pfs_fill_spatial(img[0], w, h, w * 4, hole) == 0);
+    CHECK(pfs_fill_membrane(img[1], 4, w, h, w * 4, known) == 0);
+    double pos[2] = {0}, width[2] = {0}, ref_width = 0, flat = 0;
+    int rows = 0;
+    for (int y = 0; y < h; y++) {
+        if (!hole[y * w])
+            continue;
+        const float *r = &ref[(size_t)y * w * 4];
+        double c50 = crossing(r, w, lo, hi, 0.5);
+        ref_width = fmax(ref_width, crossing(r, w, lo, hi, 0.9) - crossing(r, w, lo, hi, 0.1));
+        for (int k = 0; k < 2; k++) {
+            const float *q = &img[k][(size_t)y * w * 4];
+            pos[k] = fmax(pos[k], fabs(crossing(q, w, lo, hi, 0.5) - c50));
+            width[k] = fmax(width[k], crossing(q, w, lo, hi, 0.9) - crossing(q, w, lo, hi, 0.1));
+        }
+        /* Away from the edge the plate is flat and so must the fill be. */
+        for (int x = 0; x < w; x++)
+            if (fabs(x - c50) > 2)
+                flat = fmax(flat, fabs(img[0][((size_t)y * w + x) * 4] - r[4 * x]) / (hi - lo));
+        rows++;
     }
-    fprintf(stderr, "  edge across a wire: RMS error near the edge %.3f of the step (membrane "
-                    "%.3f); max %.4f beyond 1.5 px of it\n", err_fill, err_mem,
-            far_fill / (hi - lo));
-    CHECK(err_fill < 0.05);
-    CHECK(err_mem > 4 * err_fill);
-    CHECK(far_fill / (hi - lo) < 0.02);
-    free(img);
+    fprintf(stderr, "  edge across a wire (%d rows): 50%% crossing off by %.2f px (membrane %.2f), "
+                    "10-90%% width %.2f px (plate %.2f, membrane %.2f); flat parts off by %.2g "
+                    "of the step\n", rows, pos[0], pos[1], width[0], ref_width, width[1], flat);
+    CHECK(rows == 6);
+    CHECK(pos[0] < 0.25);
+    CHECK(width[0] < ref_width + 1);
+    CHECK(width[1] > 3 * ref_width);
+    CHECK(flat < 0.01);
     free(ref);
+    free(img[0]);
+    free(img[1]);
     free(hole);
     free(known);
 }
 
-static void test_spatial_edges(void)
+static void test_spatial_degenerate(void)
 {
     /* Every pixel a hole: nothing to fill from. A hole at the frame's edge
      * and a one-pixel frame work. */
@@ -512,6 +576,36 @@ static void test_spatial_edges(void)
     CHECK(fabsf(px[0] - 0.5f) < 1e-5f && fabsf(px[3] - 0.5f) < 1e-5f);
     uint8_t none[1] = {0};
     CHECK(pfs_fill_spatial(px, 1, 1, 4, none) == 0);
+
+    /* A hole far wider than a ray reaches, over a ramp: the membrane in the
+     * middle, crossings near the edge, a hand-over between; each of them
+     * reproduces a ramp, so the whole fill must, seamlessly (up to the
+     * crossings' end samples, which are taken from the known pixels only
+     * and so sit up to half a pixel off the ray: 0.002 on this ramp). */
+    const int w = 220, h = 200;
+    float *img = malloc((size_t)w * h * 4 * sizeof *img);
+    uint8_t *hole = calloc((size_t)w * h, 1);
+    REQUIRE(img && hole);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float *p = &img[((size_t)y * w + x) * 4];
+            p[0] = 0.1f + 0.004f * x;
+            p[1] = 0.2f + 0.003f * y;
+            p[2] = 0.5f - 0.001f * x + 0.001f * y;
+            p[3] = 1;
+            if (abs(x - 110) < 80 && abs(y - 100) < 80)
+                hole[(size_t)y * w + x] = 1;
+        }
+    float *ref = dup_floats(img, (size_t)w * h * 4);
+    CHECK(pfs_fill_spatial(img, w, h, w * 4, hole) == 0);
+    double err = 0;
+    for (size_t i = 0; i < (size_t)w * h * 4; i++)
+        err = fmax(err, fabs(img[i] - ref[i]));
+    fprintf(stderr, "  spatial fill of a 159x159 hole in a ramp: max error %.2g\n", err);
+    CHECK(err < 2e-3);
+    free(img);
+    free(ref);
+    free(hole);
 }
 
 /* ---- blend --------------------------------------------------------------------------- */
@@ -709,6 +803,14 @@ static void test_grain_estimate(void)
     CHECK(pfs_grain_estimate(clean, w, h, w * 4, NULL, &m) == 0);
     fprintf(stderr, "  clean plate (no grain in the gradient): %d blocks, sigma G at %.3g: %.2g\n",
             m.blocks, m.nbins ? m.level[m.nbins / 2] : 0, m.nbins ? m.sigma[1][m.nbins / 2] : 0);
+    CHECK(m.nbins == 0 || m.sigma[1][m.nbins / 2] < 1e-3);
+    /* The sample frame itself: textured everywhere (grass, leaves), its
+     * noise that of a compressed video; printed, for the record. */
+    CHECK(pfs_grain_estimate(frames[0].px, w, h, w * 4, NULL, &m) == 0);
+    if (m.nbins)
+        fprintf(stderr, "  frame 1001 as it is: %d blocks, sigma G %.3g at luma %.3g .. %.3g at "
+                        "%.3g, lag-1 corr %.2f\n", m.blocks, m.sigma[1][0], m.level[0],
+                m.sigma[1][m.nbins - 1], m.level[m.nbins - 1], model_lag1(&m));
 
     static const struct grain_truth truths[] = {
         {{1.0, 0.8, 1.3}, false, 0.0},
@@ -738,9 +840,9 @@ static void test_grain_estimate(void)
         CHECK(m.blocks >= 40);
         /* The gradient spans luma 0.01 .. 1.3; the levels must cover most. */
         CHECK(m.level[0] < 0.03 && m.level[m.nbins - 1] > 0.5);
-        CHECKF(err < 0.2, "sigma off by %.0f %%", 100 * err);
-        CHECK(fabs(lag1 - (g->box ? 2 / 3.0 : 0)) < 0.1);
-        CHECK(fabs(m.channel_corr - g->cc) < 0.1);
+        CHECKF(err < 0.15, "sigma off by %.0f %%", 100 * err);
+        CHECK(fabs(lag1 - (g->box ? 2 / 3.0 : 0)) < 0.05);
+        CHECK(fabs(m.channel_corr - g->cc) < 0.05);
         double ss = 0;
         for (int y = 0; y < 5; y++)
             for (int x = 0; x < 5; x++)
@@ -785,7 +887,8 @@ static void test_grain_exclude(void)
     fprintf(stderr, "  grainless fills excluded: worst sigma error %.1f %% (%d blocks); not "
                     "excluded: %.1f %% (%d blocks)\n", 100 * e_with, with.blocks,
             100 * e_without, without.blocks);
-    CHECK(e_with < 0.2);
+    CHECK(e_with < 0.15);
+    CHECK(e_without > 0.5); /* what exclusion is for */
     CHECK(memcmp(&with, &garbage, sizeof with) == 0);
     free(p);
     free(clean);
@@ -802,7 +905,8 @@ static void test_grain_apply(void)
         for (int x = 0; x < 5; x++)
             m.kernel[y][x] = abs(x - 2) <= 1 && abs(y - 2) <= 1 ? 1 / 3.0f : 0;
     const int w = 256, h = 192;
-    float *base = malloc((size_t)w * h * 4 * sizeof *base), *amount = malloc((size_t)w * h * sizeof *amount);
+    float *base = malloc((size_t)w * h * 4 * sizeof *base);
+    float *amount = malloc((size_t)w * h * sizeof *amount);
     REQUIRE(base && amount);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++) {
@@ -812,8 +916,8 @@ static void test_grain_apply(void)
             q[3] = 1;
             amount[(size_t)y * w + x] = 1;
         }
-    float *a = copy_px(&(struct pfs_image){.width = w, .height = h, .px = base});
-    float *b = copy_px(&(struct pfs_image){.width = w, .height = h, .px = base});
+    float *a = dup_floats(base, (size_t)w * h * 4);
+    float *b = dup_floats(base, (size_t)w * h * 4);
     double t0 = now_ms();
     pfs_grain_apply(&m, 42, a, w, h, w * 4, 0, 0, amount);
     double ms = now_ms() - t0;
@@ -862,9 +966,10 @@ static void test_grain_apply(void)
     /* A sub-rectangle at a negative origin, with some pixels not to
      * touch, gets exactly the same grain as the whole frame around it. */
     const int ox = -37, oy = -21, sx = 53, sy = 29, sw = 91, sh = 77;
-    float *full = copy_px(&(struct pfs_image){.width = w, .height = h, .px = base});
+    float *full = dup_floats(base, (size_t)w * h * 4);
     pfs_grain_apply(&m, 7, full, w, h, w * 4, ox, oy, amount);
-    float *sub = malloc((size_t)sw * sh * 4 * sizeof *sub), *sam = malloc((size_t)sw * sh * sizeof *sam);
+    float *sub = malloc((size_t)sw * sh * 4 * sizeof *sub);
+    float *sam = malloc((size_t)sw * sh * sizeof *sam);
     REQUIRE(sub && sam);
     for (int y = 0; y < sh; y++)
         for (int x = 0; x < sw; x++) {
@@ -893,7 +998,7 @@ static void test_grain_apply(void)
     /* amount scales the variance. */
     for (size_t i = 0; i < (size_t)w * h; i++)
         amount[i] = 0.25f;
-    float *q = copy_px(&(struct pfs_image){.width = w, .height = h, .px = base});
+    float *q = dup_floats(base, (size_t)w * h * 4);
     pfs_grain_apply(&m, 42, q, w, h, w * 4, 0, 0, amount);
     double r = 0;
     size_t nr = 0;
@@ -938,9 +1043,9 @@ static void test_grain_apply(void)
     fprintf(stderr, "  round trip through apply and estimate: worst sigma error %.1f %%, lag-1 "
                     "%.3f (model %.3f), channel corr %.2f (model %.2f)\n", 100 * worst,
             model_lag1(&est), model_lag1(&mm), est.channel_corr, mm.channel_corr);
-    CHECK(worst < 0.2);
-    CHECK(fabs(model_lag1(&est) - model_lag1(&mm)) < 0.1);
-    CHECK(fabs(est.channel_corr - mm.channel_corr) < 0.1);
+    CHECK(worst < 0.15);
+    CHECK(fabs(model_lag1(&est) - model_lag1(&mm)) < 0.05);
+    CHECK(fabs(est.channel_corr - mm.channel_corr) < 0.05);
     free(plate);
     free(am);
     free(q);
@@ -961,7 +1066,7 @@ int main(void)
 
     RUN(test_membrane_ramp);
     RUN(test_spatial_edge);
-    RUN(test_spatial_edges);
+    RUN(test_spatial_degenerate);
     RUN(test_spatial_vs_telea);
     RUN(test_blend);
     RUN(test_grain_estimate);
