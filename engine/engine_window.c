@@ -5,15 +5,19 @@
 #include "engine/engine_window.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xxhash.h>
 
 #include "cl/cl.h"
 #include "engine/fill.h"
 #include "engine/flow.h"
+#include "util/log.h"
 
 /* Names what a flow depends on besides its two plates; bump when the flow
  * maths changes so that no stale field is reused. */
@@ -46,6 +50,10 @@ struct window {
     unsigned char **hole;
     const struct pfs_flow_field **fwd; /* current -> i */
     const struct pfs_flow_field **bwd; /* i -> current */
+    bool grain_made;
+    int grain_rc;
+    pfs_error grain_err;
+    struct pfs_grain_model grain;
 };
 
 /* ---- luma planes and flows, through the shared cache --------------------- */
@@ -136,6 +144,7 @@ static int plane_make(void *ud, void **item, size_t *bytes, pfs_error *err)
 struct flow_make {
     const struct window_env *env;
     const struct plane *a, *b;
+    int frame_a, frame_b;
 };
 
 static int flow_make(void *ud, void **item, size_t *bytes, pfs_error *err)
@@ -147,6 +156,8 @@ static int flow_make(void *ud, void **item, size_t *bytes, pfs_error *err)
     struct pfs_flow_params fp;
     pfs_flow_params_default(&fp);
     int rc;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (m->env->cl) {
         pfs_cl_lock(m->env->cl);
         rc = pfs_flow_cl(m->env->cl, m->a->px, m->b->px, m->a->width, m->a->height, &fp, f, err);
@@ -158,6 +169,11 @@ static int flow_make(void *ud, void **item, size_t *bytes, pfs_error *err)
         free(f);
         return rc;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* One line per flow computed: reuse between renders shows as its absence. */
+    pfs_log(PFS_LOG_DEBUG, "%s: flow %d -> %d (%dx%d) computed in %.1f ms", m->env->relpath,
+            m->frame_a, m->frame_b, f->width, f->height,
+            (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
     *item = f;
     *bytes = (size_t)f->width * (size_t)f->height * 2 * sizeof(float);
     return 0;
@@ -196,7 +212,7 @@ static int get_flow(struct window *w, int a, int b, const struct pfs_flow_field 
         if (asprintf(&name, "flow|%s|%d|%s|%s|%s|%s", FLOW_VERSION, scale, w->keys[a],
                      w->hole_ids[a], w->keys[b], w->hole_ids[b]) < 0)
             rc = pfs_error_set(err, ENOMEM, "out of memory");
-        struct flow_make m = {env, pa, pb};
+        struct flow_make m = {env, pa, pb, w->frame_no[a], w->frame_no[b]};
         const void *item = NULL;
         if (rc == 0)
             rc = ref_cache_get(env->flows, name, flow_make, &m, flow_free, &item, err);
@@ -223,9 +239,98 @@ static int window_flow(void *ud, int a, int b, const struct pfs_flow_field **out
     return 0;
 }
 
+/* ---- grain ------------------------------------------------------------- */
+
+/*
+ * The plate's differences from its nearest neighbour moved onto it, for
+ * pfs_grain_cap: per pixel and channel (plate - moved) / sqrt(1 + kept),
+ * NaN where the motion is not trusted (in a hole of either frame, off the
+ * neighbour, or where forward and backward flow disagree by half a pixel).
+ * NULL without a neighbour (or memory).
+ */
+static float *neighbour_differences(const struct window *w)
+{
+    int c = w->pub.current, s = w->pub.flow_scale;
+    const struct pfs_image *in = w->plate[c];
+    for (int d = 1; d < w->pub.n; d++) {
+        for (int side = 1; side >= -1; side -= 2) {
+            int i = c + side * d;
+            if (i < 0 || i >= w->pub.n || !w->fwd[i] || !w->bwd[i])
+                continue;
+            const struct pfs_flow_field *fwd = w->fwd[i], *bwd = w->bwd[i];
+            const struct pfs_image *nb = w->plate[i];
+            const unsigned char *ht = w->hole[c], *hs = w->hole[i];
+            size_t npx = (size_t)in->width * (size_t)in->height, nw = (size_t)nb->width;
+            float *nd = malloc(npx * 3 * sizeof *nd);
+            if (!nd)
+                return NULL;
+            for (int y = 0; y < in->height; y++)
+                for (int x = 0; x < in->width; x++) {
+                    size_t p = (size_t)y * (size_t)in->width + (size_t)x;
+                    float *o = nd + 3 * p;
+                    o[0] = o[1] = o[2] = NAN;
+                    if (ht[p])
+                        continue;
+                    double fx = (x + 0.5) / s - 0.5, fy = (y + 0.5) / s - 0.5;
+                    double du = s * pfs_flow_sample(fwd->uv, fwd->width, fwd->height, 2, 0, fx, fy);
+                    double dv = s * pfs_flow_sample(fwd->uv, fwd->width, fwd->height, 2, 1, fx, fy);
+                    double qx = x + du, qy = y + dv;
+                    if (!(qx >= 0 && qy >= 0 && qx <= nb->width - 1 && qy <= nb->height - 1))
+                        continue;
+                    size_t ix = (size_t)qx, iy = (size_t)qy;
+                    size_t ix1 = ix + 1 < nw ? ix + 1 : ix;
+                    size_t iy1 = iy + 1 < (size_t)nb->height ? iy + 1 : iy;
+                    if (hs[iy * nw + ix] || hs[iy * nw + ix1] || hs[iy1 * nw + ix] ||
+                        hs[iy1 * nw + ix1])
+                        continue;
+                    double bx = (qx + 0.5) / s - 0.5, by = (qy + 0.5) / s - 0.5;
+                    double bu = s * pfs_flow_sample(bwd->uv, bwd->width, bwd->height, 2, 0, bx, by);
+                    double bv = s * pfs_flow_sample(bwd->uv, bwd->width, bwd->height, 2, 1, bx, by);
+                    if (hypot(du + bu, dv + bv) > 0.5)
+                        continue;
+                    float norm = 1.0f / sqrtf(1.0f + pfs_flow_sample_kept(qx, qy));
+                    for (int ch = 0; ch < 3; ch++)
+                        o[ch] = (in->px[4 * p + (size_t)ch] -
+                                 pfs_flow_sample(nb->px, nb->width, nb->height, 4, ch, qx, qy)) *
+                                norm;
+                }
+            return nd;
+        }
+    }
+    return NULL;
+}
+
+static int window_grain(void *ud, const struct pfs_grain_model **out, pfs_error *err)
+{
+    struct window *w = ud;
+    if (!w->grain_made) {
+        const struct pfs_image *in = w->plate[w->pub.current];
+        pfs_error_clear(&w->grain_err);
+        w->grain_rc = pfs_grain_estimate(in->px, in->width, in->height, 4 * in->width,
+                                         w->hole[w->pub.current], &w->grain);
+        if (w->grain_rc)
+            pfs_error_set(&w->grain_err, w->grain_rc, "%s: no memory to measure the grain",
+                          w->env->relpath);
+        if (w->grain_rc == 0 && w->grain.nbins > 0) {
+            float *nd = neighbour_differences(w);
+            if (nd)
+                pfs_grain_cap(&w->grain, in->px, 4 * in->width, nd, in->width, in->height);
+            free(nd);
+        }
+        w->grain_made = true;
+    }
+    *out = &w->grain;
+    if (w->grain_rc && err)
+        *err = w->grain_err;
+    return w->grain_rc;
+}
+
 /* ---- holes ------------------------------------------------------------- */
 
-/* Non-zero where any local op of the shot replaces pixels of this plate. */
+/* Non-zero where any local op of the shot removes something from this
+ * plate: the core of its matte (the shape grown by dilate, which covers
+ * edge fringes). Its feather is plate being blended, clean enough to fill
+ * other frames from. */
 static int make_hole(const struct pfs_frame_ops *ops, const struct pfs_image *img,
                      unsigned char *hole, pfs_error *err)
 {
@@ -245,7 +350,7 @@ static int make_hole(const struct pfs_frame_ops *ops, const struct pfs_image *im
             return rc;
         }
         for (size_t k = 0; k < n; k++)
-            hole[k] |= cover[k] > 0.0f;
+            hole[k] |= cover[k] >= 1.0f;
     }
     free(cover);
     return 0;
@@ -286,6 +391,8 @@ int window_open(const struct window_env *env, const struct window_plate *p, int 
     w->pub.hole = (const unsigned char *const *)w->hole;
     w->pub.flow = window_flow;
     w->pub.flow_ud = w;
+    w->pub.grain = window_grain;
+    w->pub.grain_ud = w;
     w->pub.seed = seed;
     *out = &w->pub;
     if (!w->frame_no || !w->keys || !w->hole_ids || !w->plate || !w->hole || !w->fwd || !w->bwd)

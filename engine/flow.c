@@ -1031,3 +1031,24 @@ out:
     free(field);
     return rc;
 }
+
+float pfs_flow_sample(const float *f, int w, int h, int nch, int c, double x, double y)
+{
+    x = x < 0 ? 0 : x > w - 1 ? w - 1 : x;
+    y = y < 0 ? 0 : y > h - 1 ? h - 1 : y;
+    int x0 = (int)x, y0 = (int)y;
+    int x1 = x0 + 1 < w ? x0 + 1 : x0, y1 = y0 + 1 < h ? y0 + 1 : y0;
+    double fx = x - x0, fy = y - y0;
+    const float *r0 = f + (size_t)y0 * (size_t)w * (size_t)nch;
+    const float *r1 = f + (size_t)y1 * (size_t)w * (size_t)nch;
+    double top = r0[x0 * nch + c] * (1 - fx) + r0[x1 * nch + c] * fx;
+    double bot = r1[x0 * nch + c] * (1 - fx) + r1[x1 * nch + c] * fx;
+    return (float)(top * (1 - fy) + bot * fy);
+}
+
+float pfs_flow_sample_kept(double x, double y)
+{
+    double fx = x - floor(x), fy = y - floor(y);
+    double kx = (1 - fx) * (1 - fx) + fx * fx, ky = (1 - fy) * (1 - fy) + fy * fy;
+    return (float)(kx * ky);
+}

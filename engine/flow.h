@@ -76,4 +76,13 @@ int pfs_flow_cl(struct pfs_cl *cl, const float *a, const float *b, int w, int h,
 
 void pfs_flow_field_free(struct pfs_flow_field *f);
 
+/* Channel c of an interleaved image (nch floats per pixel, w x h) at
+ * (x, y) in pixel-index coordinates, bilinear, clamped to the image: how
+ * fields and plates are sampled along a flow. */
+float pfs_flow_sample(const float *f, int w, int h, int nch, int c, double x, double y);
+
+/* The share of white noise variance that bilinear sampling at (x, y)
+ * keeps: the sum of the squared weights. */
+float pfs_flow_sample_kept(double x, double y);
+
 #endif

@@ -118,13 +118,14 @@ struct pfs_op_cl_io {
  * the source frame frame_no[i] decoded, for consecutive frames around the
  * rendered one (plate[current] is the rendered frame as decoded), NULL
  * where the source has no such frame. hole[i] is a byte per pixel of
- * plate[i], non-zero where any local op of the shot replaces pixels at that
- * frame (its pfs_op_desc.mask), so no op ever fills from another frame's
- * hole. flow gives the optical flow between two of the plates, computed
+ * plate[i], non-zero where any local op of the shot removes something at
+ * that frame (the core of its pfs_op_desc.mask, where the matte is 1), so
+ * no op ever fills from another frame's wire or object. flow gives the optical flow between two of the plates, computed
  * once per pair by the engine (on the op's device when it has one) and
  * shared by every frame that needs it.
  */
-struct pfs_flow_field; /* engine/flow.h */
+struct pfs_flow_field;   /* engine/flow.h */
+struct pfs_grain_model;  /* engine/fill.h */
 struct pfs_op_frames {
     int n, current;
     const int *frame_no;
@@ -140,6 +141,12 @@ struct pfs_op_frames {
     int (*flow)(void *ud, int a, int b, const struct pfs_flow_field **out, pfs_error *err);
     int flow_scale;
     void *flow_ud;
+    /* The grain of plate[current] (engine/fill.h): learned from its flat
+     * areas away from holes and capped by its differences from its nearest
+     * neighbour moved onto it by flow, so that texture is not taken for
+     * grain. Made once per render, on first call. */
+    int (*grain)(void *ud, const struct pfs_grain_model **out, pfs_error *err);
+    void *grain_ud;
     /* Seeds synthetic texture (grain): fixed for a shot's frame, so a
      * frame renders the same bytes every time. */
     unsigned long long seed;

@@ -7,7 +7,7 @@ Run it through bench/remove.sh:
     bench/remove.sh [BUILD_DIR] [FOOTAGE_DIR] [--quick] [--baselines-only]
                     [--frames N] [--score-frames M] [--clips a,b]
                     [--wire-method auto|temporal|spatial] [--dump DIR]
-                    [--frame-timeout S] [--stand-in]
+                    [--frame-timeout S] [--stand-in] [--work DIR]
 
 It prints tables and writes BUILD_DIR/bench-remove.json (a list of records,
 one per clip, damage and method, like bench-quality.json; the first record
@@ -739,6 +739,8 @@ def main():
     ap.add_argument("--stand-in", action="store_true",
                     help="debug the platefs path (rules, mount, timed reads) with relight "
                     "exposure 0 in place of the removal ops: its scores are the damaged input's")
+    ap.add_argument("--work", help="keep the dailies, rules and renders in this folder "
+                    "(default: a temporary folder, removed at the end)")
     ap.add_argument("--dump", help="a folder for 8-bit PNGs of the first scored frame of "
                     "every clip, damage and method (and the masks)")
     args = ap.parse_args()
@@ -762,7 +764,9 @@ def main():
         print(f"no clips found in {args.video}", file=sys.stderr)
         return 1
 
-    work = tempfile.mkdtemp(prefix="pfs-remove-")
+    if args.work:
+        os.makedirs(args.work, exist_ok=True)
+    work = args.work or tempfile.mkdtemp(prefix="pfs-remove-")
     t_start = time.perf_counter()
     try:
         pf = Platefs(args.platefs, work)
@@ -794,7 +798,8 @@ def main():
               f"{time.perf_counter() - t_start:.0f} s")
         return 0
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -477,20 +477,6 @@ static int dilate(uint8_t *m, int w, int h, int r)
     return 0;
 }
 
-static float bilinear1(const float *f, int w, int h, int nch, int c, double x, double y)
-{
-    x = x < 0 ? 0 : x > w - 1 ? w - 1 : x;
-    y = y < 0 ? 0 : y > h - 1 ? h - 1 : y;
-    int x0 = (int)x, y0 = (int)y;
-    int x1 = x0 + 1 < w ? x0 + 1 : x0, y1 = y0 + 1 < h ? y0 + 1 : y0;
-    double fx = x - x0, fy = y - y0;
-    const float *r0 = f + (size_t)y0 * (size_t)w * (size_t)nch;
-    const float *r1 = f + (size_t)y1 * (size_t)w * (size_t)nch;
-    double top = r0[x0 * nch + c] * (1 - fx) + r0[x1 * nch + c] * fx;
-    double bot = r1[x0 * nch + c] * (1 - fx) + r1[x1 * nch + c] * fx;
-    return (float)(top * (1 - fy) + bot * fy);
-}
-
 /* The matte and the region around it; k->w == 0 when the matte is empty. */
 static int work_open(const struct remove_uniforms *u, const struct pfs_image *in, struct work *k,
                      pfs_error *err)
@@ -699,21 +685,12 @@ static void flow_at(const struct completed *c, const struct pfs_flow_field *f, i
     double fx = (x + 0.5) / scale - 0.5, fy = (y + 0.5) / scale - 0.5;
     if (c->uv && fx >= c->x0 && fy >= c->y0 && fx <= c->x0 + c->w - 1 &&
         fy <= c->y0 + c->h - 1) {
-        *du = scale * bilinear1(c->uv, c->w, c->h, 2, 0, fx - c->x0, fy - c->y0);
-        *dv = scale * bilinear1(c->uv, c->w, c->h, 2, 1, fx - c->x0, fy - c->y0);
+        *du = scale * pfs_flow_sample(c->uv, c->w, c->h, 2, 0, fx - c->x0, fy - c->y0);
+        *dv = scale * pfs_flow_sample(c->uv, c->w, c->h, 2, 1, fx - c->x0, fy - c->y0);
     } else {
-        *du = scale * bilinear1(f->uv, f->width, f->height, 2, 0, fx, fy);
-        *dv = scale * bilinear1(f->uv, f->width, f->height, 2, 1, fx, fy);
+        *du = scale * pfs_flow_sample(f->uv, f->width, f->height, 2, 0, fx, fy);
+        *dv = scale * pfs_flow_sample(f->uv, f->width, f->height, 2, 1, fx, fy);
     }
-}
-
-/* Sum of squared bilinear weights at a fractional position: the share of
- * white noise variance that interpolating there keeps. */
-static float bilinear_kept(double x, double y)
-{
-    double fx = x - floor(x), fy = y - floor(y);
-    double kx = (1 - fx) * (1 - fx) + fx * fx, ky = (1 - fy) * (1 - fy) + fy * fy;
-    return (float)(kx * ky);
 }
 
 /* Step 1: candidates from neighbour i for every region pixel still short of
@@ -757,28 +734,27 @@ static int temporal_from(const struct remove_uniforms *u, const struct pfs_op_fr
             double qx = gx + du, qy = gy + dv;
             if (!(qx >= 0 && qy >= 0 && qx <= plate->width - 1 && qy <= plate->height - 1))
                 continue;
-            /* Every tap near q must be clear of the neighbour's holes. */
-            int ix = (int)floor(qx), iy = (int)floor(qy);
-            bool clear = true;
-            for (int ty = iy - 1; ty <= iy + 2 && clear; ty++)
-                for (int tx = ix - 1; tx <= ix + 2 && clear; tx++)
-                    if (tx >= 0 && ty >= 0 && tx < plate->width && ty < plate->height)
-                        clear = !hole[(size_t)ty * (size_t)plate->width + (size_t)tx];
-            if (!clear)
+            /* The taps sampled at q must be clear of the neighbour's holes. */
+            int ix = (int)qx, iy = (int)qy;
+            int ix1 = ix + 1 < plate->width ? ix + 1 : ix;
+            int iy1 = iy + 1 < plate->height ? iy + 1 : iy;
+            size_t pw = (size_t)plate->width;
+            if (hole[(size_t)iy * pw + (size_t)ix] || hole[(size_t)iy * pw + (size_t)ix1] ||
+                hole[(size_t)iy1 * pw + (size_t)ix] || hole[(size_t)iy1 * pw + (size_t)ix1])
                 continue;
             double bu, bv;
             flow_at(&cb, bwd, s, qx, qy, &bu, &bv);
             bool consistent = hypot(du + bu, dv + bv) <= consistency_limit(du, dv);
             float v[4];
             for (int ch = 0; ch < 4; ch++)
-                v[ch] = bilinear1(plate->px, plate->width, plate->height, 4, ch, qx, qy);
+                v[ch] = pfs_flow_sample(plate->px, plate->width, plate->height, 4, ch, qx, qy);
             if (consistent) {
                 int n = k->ncand[p]++;
                 memcpy(k->cand + (p * REMOVE_CANDIDATES + (size_t)n) * 4, v, sizeof v);
-                k->cand_kept[p * REMOVE_CANDIDATES + (size_t)n] = bilinear_kept(qx, qy);
+                k->cand_kept[p * REMOVE_CANDIDATES + (size_t)n] = pfs_flow_sample_kept(qx, qy);
             } else if (u->method == METHOD_TEMPORAL && k->fallback_kept[p] == 0) {
                 memcpy(k->fallback + 4 * p, v, sizeof v);
-                k->fallback_kept[p] = bilinear_kept(qx, qy);
+                k->fallback_kept[p] = pfs_flow_sample_kept(qx, qy);
             }
         }
     }
@@ -869,91 +845,23 @@ static int spatial_and_blend(struct work *k, const uint8_t *filled, pfs_error *e
     return rc;
 }
 
-/*
- * The plate's differences from its nearest neighbour moved onto it, for
- * pfs_grain_cap: per pixel and channel (plate - moved) / sqrt(1 + kept),
- * NaN where the motion is not trusted (in a hole of either frame, off the
- * neighbour, or where forward and backward flow disagree by half a pixel).
- * NULL when no neighbour has a flow.
- */
-static float *neighbour_differences(const struct pfs_image *in, const struct pfs_op_frames *fr,
-                                    pfs_error *err)
-{
-    int c = fr->current, s = fr->flow_scale;
-    for (int d = 1; d <= fr->n; d++) {
-        for (int side = 1; side >= -1; side -= 2) {
-            int i = c + side * d;
-            if (i < 0 || i >= fr->n || !fr->plate[i])
-                continue;
-            const struct pfs_flow_field *fwd = NULL, *bwd = NULL;
-            if (fr->flow(fr->flow_ud, c, i, &fwd, err) || fr->flow(fr->flow_ud, i, c, &bwd, err))
-                return NULL;
-            if (!fwd || !bwd)
-                continue;
-            const struct pfs_image *nb = fr->plate[i];
-            size_t npx = (size_t)in->width * (size_t)in->height;
-            float *nd = malloc(npx * 3 * sizeof *nd);
-            if (!nd)
-                return NULL;
-            for (int y = 0; y < in->height; y++)
-                for (int x = 0; x < in->width; x++) {
-                    size_t p = (size_t)y * (size_t)in->width + (size_t)x;
-                    float *o = nd + 3 * p;
-                    o[0] = o[1] = o[2] = NAN;
-                    if (fr->hole[c][p])
-                        continue;
-                    double fx = (x + 0.5) / s - 0.5, fy = (y + 0.5) / s - 0.5;
-                    double du = s * bilinear1(fwd->uv, fwd->width, fwd->height, 2, 0, fx, fy);
-                    double dv = s * bilinear1(fwd->uv, fwd->width, fwd->height, 2, 1, fx, fy);
-                    double qx = x + du, qy = y + dv;
-                    if (!(qx >= 0 && qy >= 0 && qx <= nb->width - 1 && qy <= nb->height - 1))
-                        continue;
-                    int ix = (int)qx, iy = (int)qy;
-                    int ix1 = ix + 1 < nb->width ? ix + 1 : ix, iy1 = iy + 1 < nb->height ? iy + 1 : iy;
-                    const unsigned char *hs = fr->hole[i];
-                    if (hs[(size_t)iy * (size_t)nb->width + (size_t)ix] ||
-                        hs[(size_t)iy * (size_t)nb->width + (size_t)ix1] ||
-                        hs[(size_t)iy1 * (size_t)nb->width + (size_t)ix] ||
-                        hs[(size_t)iy1 * (size_t)nb->width + (size_t)ix1])
-                        continue;
-                    double bx = (qx + 0.5) / s - 0.5, by = (qy + 0.5) / s - 0.5;
-                    double bu = s * bilinear1(bwd->uv, bwd->width, bwd->height, 2, 0, bx, by);
-                    double bv = s * bilinear1(bwd->uv, bwd->width, bwd->height, 2, 1, bx, by);
-                    if (hypot(du + bu, dv + bv) > 0.5)
-                        continue;
-                    float norm = 1.0f / sqrtf(1.0f + bilinear_kept(qx, qy));
-                    for (int ch = 0; ch < 3; ch++)
-                        o[ch] = (in->px[4 * p + (size_t)ch] -
-                                 bilinear1(nb->px, nb->width, nb->height, 4, ch, qx, qy)) *
-                                norm;
-                }
-            return nd;
-        }
-    }
-    return NULL;
-}
-
-/* Step 4: the grain the fill lost, from the plate's own grain: learned
- * from its flat areas, and capped by how much the plate differs from its
- * moved neighbour, so fine texture is not taken for grain. */
+/* Step 4: the grain the fill lost, from the plate's own grain (the
+ * window's model of it; without a window, learned here from the frame). */
 static int regrain(const struct remove_uniforms *u, const struct pfs_image *in,
                    const unsigned char *exclude, const struct pfs_op_frames *fr, uint64_t seed,
                    struct work *k, pfs_error *err)
 {
     if (u->grain <= 0)
         return 0;
-    struct pfs_grain_model model;
-    int rc = pfs_grain_estimate(in->px, in->width, in->height, 4 * in->width, exclude, &model);
+    struct pfs_grain_model own;
+    const struct pfs_grain_model *m = &own;
+    int rc = fr ? fr->grain(fr->grain_ud, &m, err)
+                : pfs_grain_estimate(in->px, in->width, in->height, 4 * in->width, exclude, &own);
     if (rc)
-        return pfs_error_set(err, rc, "no memory to measure the grain");
-    if (model.nbins == 0)
+        return fr ? rc : pfs_error_set(err, rc, "no memory to measure the grain");
+    if (m->nbins == 0)
         return 0; /* a clean plate: nothing to put back */
-    if (fr && u->method != METHOD_SPATIAL) {
-        float *nd = neighbour_differences(in, fr, err);
-        if (nd)
-            pfs_grain_cap(&model, in->px, 4 * in->width, nd, in->width, in->height);
-        free(nd);
-    }
+    struct pfs_grain_model model = *m;
     size_t n = (size_t)k->w * (size_t)k->h;
     float *amount = calloc(n, sizeof *amount);
     if (!amount)

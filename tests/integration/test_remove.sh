@@ -132,6 +132,11 @@ done
 ffmpeg -v error -start_number 1001 -i "$MNT/W001/W001C001.%04d.exr" -f rawvideo \
     -pix_fmt gbrpf32le "$WORK/seq.raw" || fail "ffmpeg cannot read the fixed sequence"
 [ "$(stat -c %s "$WORK/seq.raw")" = $((8 * 640 * 360 * 3 * 4)) ] || fail "ffmpeg read a short sequence"
+# Every flow was computed once: the 8 frames, each reading up to 6 on each
+# side, share 27 pairs of frames (all but 1001-1008), two flows each;
+# without reuse each frame would compute its own 12 or so.
+n=$(grep -c "W001/W001C001\.[0-9]*\.exr: flow [0-9]* -> [0-9]* .* computed" "$LOG" || true)
+[ "$n" = 54 ] || fail "flows computed $n times for the 8 frames' 27 pairs"
 for i in 1001 1008; do
     [ "$(stat -c %s "$MNT/W001/W001C001.$i.exr")" = "$(wc -c <"$MNT/W001/W001C001.$i.exr")" ] ||
         fail "size of fixed frame $i changed"

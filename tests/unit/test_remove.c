@@ -6,9 +6,9 @@
  * determinism (runs, paths, thread counts), and the protect refusal of
  * `platefs check`.
  *
- * The window of neighbouring frames is built here as the engine builds it
- * (engine/engine_window.c): plates, holes from each frame's own matte, and
- * flows both ways between the rendered frame and each neighbour.
+ * The window of neighbouring frames is the engine's own
+ * (engine/engine_window.c): plates, holes from each frame's matte, flows
+ * both ways between the rendered frame and each neighbour, the grain model.
  */
 #include <errno.h>
 #include <math.h>
@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "cl/cl.h"
+#include "engine/engine_refs.h"
+#include "engine/engine_window.h"
 #include "engine/exr.h"
 #include "engine/fill.h"
 #include "engine/flow.h"
@@ -133,97 +135,60 @@ static void draw_wire(struct pfs_image *img, const double (*xy)[2], double width
         }
 }
 
-/* ---- the window, as the engine builds it ---------------------------------- */
+/* ---- the window, built by the engine's own code ------------------------- */
 
+/* The engine's window (engine/engine_window.h) over plates the test made:
+ * decoded plates come from the arrays, holes from each frame's values, flows
+ * from the CPU reference (or the device when cl is given). */
 struct window {
-    struct pfs_op_frames pub;
-    int frame_no[NFRAMES];
-    const struct pfs_image *plate[NFRAMES];
-    unsigned char *hole[NFRAMES];
-    struct pfs_flow_field fwd[NFRAMES], bwd[NFRAMES];
+    struct pfs_op_frames *pub;
+    struct window_env env;
+    struct window_plate plate[NFRAMES];
+    struct pfs_frame_ops ops[NFRAMES];
+    struct pfs_resolved_op op[NFRAMES];
+    char text[NFRAMES][64];
+    char key[NFRAMES][64];
+    struct pfs_image *src;
 };
 
-static int window_flow(void *ud, int a, int b, const struct pfs_flow_field **out, pfs_error *err)
+static int window_decode(void *ud, int i, struct pfs_image *img, pfs_error *err)
 {
     struct window *w = ud;
     (void)err;
-    *out = a == w->pub.current ? &w->fwd[b] : &w->bwd[a];
-    if (!(*out)->uv)
-        *out = NULL;
-    return 0;
+    return pfs_image_copy(img, &w->src[i]);
 }
 
-/* plates[i] with mattes from each frame's values; flows on the CPU
- * reference (or the device when cl is given). */
 static void window_build(struct window *w, struct pfs_image *plates, struct values *vals,
                          const struct pfs_op_desc *d, int n, int current, struct pfs_cl *cl)
 {
+    static int generation; /* keys name this build's plates only */
+    generation++;
     memset(w, 0, sizeof *w);
-    w->pub.n = n;
-    w->pub.current = current;
-    w->pub.frame_no = w->frame_no;
-    w->pub.plate = w->plate;
-    w->pub.hole = (const unsigned char *const *)w->hole;
-    w->pub.flow = window_flow;
-    w->pub.flow_ud = w;
-    w->pub.flow_scale = 1;
-    w->pub.seed = 0x5eed;
-    int width = plates[current].width, height = plates[current].height;
-    size_t npx = (size_t)width * (size_t)height;
-    float *cover = malloc(npx * sizeof *cover);
-    float *la = malloc(npx * sizeof *la), *lb = malloc(npx * sizeof *lb);
-    REQUIRE(cover && la && lb);
+    w->src = plates;
+    w->env = (struct window_env){.plates = ref_cache_new(1u << 30), .flows = ref_cache_new(1u << 28),
+                                 .cl = cl, .decode = window_decode, .decode_ud = w,
+                                 .relpath = "test"};
+    REQUIRE(w->env.plates && w->env.flows);
+    for (int i = 0; i < n; i++) {
+        snprintf(w->key[i], sizeof w->key[i], "test|%d|%d", generation, i);
+        snprintf(w->text[i], sizeof w->text[i], "%s %d %d", d->name, generation, i);
+        w->op[i] = (struct pfs_resolved_op){.desc = d, .vals = vals[i].v, .text = w->text[i],
+                                            .index = 0, .in_range = true};
+        w->ops[i] = (struct pfs_frame_ops){.nops = 1, .ops = &w->op[i]};
+        w->plate[i] = (struct window_plate){1001 + i, w->key[i], &w->ops[i]};
+    }
     pfs_error err;
     pfs_error_clear(&err);
-    struct pfs_flow_params fp;
-    pfs_flow_params_default(&fp);
-    for (int i = 0; i < n; i++) {
-        w->frame_no[i] = 1001 + i;
-        w->plate[i] = &plates[i];
-        w->hole[i] = malloc(npx);
-        REQUIRE(w->hole[i]);
-        REQUIRE(d->mask(vals[i].v, &plates[i], cover, &err) == 0);
-        for (size_t k = 0; k < npx; k++)
-            w->hole[i][k] = cover[k] > 0;
-    }
-    unsigned char *known = malloc(npx);
-    REQUIRE(known);
-    /* Flow sees the plates with their holes filled smooth, so it follows
-     * the background rather than the wires. */
-    pfs_flow_luma(&plates[current], la);
-    for (size_t k = 0; k < npx; k++)
-        known[k] = !w->hole[current][k];
-    REQUIRE(pfs_fill_membrane(la, 1, width, height, width, known) == 0);
-    for (int i = 0; i < n; i++) {
-        if (i == current)
-            continue;
-        pfs_flow_luma(&plates[i], lb);
-        for (size_t k = 0; k < npx; k++)
-            known[k] = !w->hole[i][k];
-        REQUIRE(pfs_fill_membrane(lb, 1, width, height, width, known) == 0);
-        if (cl) {
-            pfs_cl_lock(cl);
-            REQUIRE(pfs_flow_cl(cl, la, lb, width, height, &fp, &w->fwd[i], &err) == 0);
-            REQUIRE(pfs_flow_cl(cl, lb, la, width, height, &fp, &w->bwd[i], &err) == 0);
-            pfs_cl_unlock(cl);
-        } else {
-            REQUIRE(pfs_flow_cpu(la, lb, width, height, &fp, &w->fwd[i], &err) == 0);
-            REQUIRE(pfs_flow_cpu(lb, la, width, height, &fp, &w->bwd[i], &err) == 0);
-        }
-    }
-    free(cover);
-    free(known);
-    free(la);
-    free(lb);
+    int rc = window_open(&w->env, w->plate, n, current, n, 0x5eed, &w->pub, &err);
+    CHECKF(rc == 0, "%s", err.msg);
+    REQUIRE(rc == 0);
 }
 
 static void window_free(struct window *w)
 {
-    for (int i = 0; i < w->pub.n; i++) {
-        free(w->hole[i]);
-        pfs_flow_field_free(&w->fwd[i]);
-        pfs_flow_field_free(&w->bwd[i]);
-    }
+    window_close(&w->env, w->pub);
+    ref_cache_free(w->env.plates);
+    ref_cache_free(w->env.flows);
 }
 
 /* ---- running the op -------------------------------------------------------- */
@@ -411,7 +376,7 @@ static void test_temporal_static_camera(void)
     int cur = 3;
     struct window w;
     window_build(&w, wired, vals, wire, NFRAMES, cur, NULL);
-    run_op(wire, &vals[cur], &wired[cur], &w.pub, &temporal);
+    run_op(wire, &vals[cur], &wired[cur], w.pub, &temporal);
     struct values sv = vals[cur];
     set(&sv, wire, "method", 2);
     run_op(wire, &sv, &wired[cur], NULL, &spatial);
@@ -473,7 +438,7 @@ static void test_temporal_pan(void)
     int cur = 4;
     struct window w;
     window_build(&w, wired, vals, wire, NFRAMES, cur, NULL);
-    run_op(wire, &vals[cur], &wired[cur], &w.pub, &temporal);
+    run_op(wire, &vals[cur], &wired[cur], w.pub, &temporal);
     struct values sv = vals[cur];
     set(&sv, wire, "method", 2);
     run_op(wire, &sv, &wired[cur], NULL, &spatial);
@@ -519,7 +484,7 @@ static void test_never_from_holes(void)
     }
     struct window w;
     window_build(&w, wired, vals, wire, NFRAMES, 3, NULL);
-    run_op(wire, &vals[3], &wired[3], &w.pub, &out);
+    run_op(wire, &vals[3], &wired[3], w.pub, &out);
     float worst = 0;
     for (size_t i = 0; i < (size_t)out.width * (size_t)out.height; i++)
         worst = fmaxf(worst, out.px[4 * i]);
@@ -573,10 +538,10 @@ static void test_regrain(void)
         set(&vals[i], wire, "grain", 1);
     struct window w;
     window_build(&w, wired, vals, wire, NFRAMES, cur, NULL);
-    run_op(wire, &vals[cur], &wired[cur], &w.pub, &with);
+    run_op(wire, &vals[cur], &wired[cur], w.pub, &with);
     struct values v0 = vals[cur];
     set(&v0, wire, "grain", 0);
-    run_op(wire, &v0, &wired[cur], &w.pub, &without);
+    run_op(wire, &v0, &wired[cur], w.pub, &without);
     unsigned char *hole = hole_of(&vals[cur], &clean[cur]);
     /* A band beside the hole as the plate's own grain. */
     size_t n = (size_t)clean[cur].width * (size_t)clean[cur].height;
@@ -618,8 +583,8 @@ static void test_deterministic(void)
     int cur = 3;
     struct window w;
     window_build(&w, wired, vals, wire, NFRAMES, cur, NULL);
-    run_op(wire, &vals[cur], &wired[cur], &w.pub, &a);
-    run_op(wire, &vals[cur], &wired[cur], &w.pub, &b);
+    run_op(wire, &vals[cur], &wired[cur], w.pub, &a);
+    run_op(wire, &vals[cur], &wired[cur], w.pub, &b);
     CHECK(memcmp(a.px, b.px, pfs_image_floats(&a) * sizeof(float)) == 0);
 
     struct pfs_cl *cl = open_test_device(0);
@@ -636,7 +601,7 @@ static void test_deterministic(void)
         REQUIRE(pfs_cl_upload(cl, &wired[cur], &s, &err) == 0);
         const struct pfs_cl_image *src[1] = {&s};
         struct pfs_op_cl_io io = {.frame = 1004, .src = src, .nsrc = 1, .dst = &d,
-                                  .frames = &w.pub};
+                                  .frames = w.pub};
         int rc = wire->run_cl(cl, uniforms, &io, &err);
         CHECKF(rc == 0, "%s", err.msg);
         REQUIRE(pfs_cl_download(cl, &d, &b, &err) == 0);
