@@ -698,23 +698,36 @@ static void refine(const float *i0, const float *i1, float *uv, int w, int h,
 
 /* ---- the C reference: driver ---------------------------------------------- */
 
+/* What both paths do first: the defaults for a NULL p, the arguments
+ * checked, out cleared, the pyramid's sizes and the finest level searched. */
+static int flow_begin(const float *a, const float *b, int w, int h,
+                      const struct pfs_flow_params **p, struct pfs_flow_params *defaults,
+                      struct pfs_flow_field *out, struct flow_size *sizes, int *nlev,
+                      int *finest, pfs_error *err)
+{
+    if (!*p) {
+        pfs_flow_params_default(defaults);
+        *p = defaults;
+    }
+    if (out)
+        out->uv = NULL;
+    int rc = check_args(a, b, w, h, *p, out, err);
+    if (rc)
+        return rc;
+    *nlev = pyramid_sizes(w, h, *p, sizes);
+    *finest = (*p)->finest_level < *nlev - 1 ? (*p)->finest_level : *nlev - 1;
+    return 0;
+}
+
 int pfs_flow_cpu(const float *a, const float *b, int w, int h, const struct pfs_flow_params *p,
                  struct pfs_flow_field *out, pfs_error *err)
 {
     struct pfs_flow_params defaults;
-    if (!p) {
-        pfs_flow_params_default(&defaults);
-        p = &defaults;
-    }
-    if (out)
-        out->uv = NULL;
-    int rc = check_args(a, b, w, h, p, out, err);
+    struct flow_size sizes[FLOW_MAX_LEVELS];
+    int nlev, finest;
+    int rc = flow_begin(a, b, w, h, &p, &defaults, out, sizes, &nlev, &finest, err);
     if (rc)
         return rc;
-
-    struct flow_size sizes[FLOW_MAX_LEVELS];
-    int nlev = pyramid_sizes(w, h, p, sizes);
-    int finest = p->finest_level < nlev - 1 ? p->finest_level : nlev - 1;
     size_t n0 = (size_t)w * (size_t)h;
     size_t npatch = (size_t)patch_count(sizes[finest].w, p->patch_size, p->patch_stride) *
                     (size_t)patch_count(sizes[finest].h, p->patch_size, p->patch_stride);
@@ -918,19 +931,11 @@ int pfs_flow_cl(struct pfs_cl *cl, const float *a, const float *b, int w, int h,
                 const struct pfs_flow_params *p, struct pfs_flow_field *out, pfs_error *err)
 {
     struct pfs_flow_params defaults;
-    if (!p) {
-        pfs_flow_params_default(&defaults);
-        p = &defaults;
-    }
-    if (out)
-        out->uv = NULL;
-    int rc = check_args(a, b, w, h, p, out, err);
+    struct flow_size sizes[FLOW_MAX_LEVELS];
+    int nlev, finest;
+    int rc = flow_begin(a, b, w, h, &p, &defaults, out, sizes, &nlev, &finest, err);
     if (rc)
         return rc;
-
-    struct flow_size sizes[FLOW_MAX_LEVELS];
-    int nlev = pyramid_sizes(w, h, p, sizes);
-    int finest = p->finest_level < nlev - 1 ? p->finest_level : nlev - 1;
     size_t n0 = (size_t)w * (size_t)h;
     struct flow_cl_mem m = {0};
     float *field = malloc(2 * n0 * sizeof *field);

@@ -60,7 +60,7 @@ enum remove_method { METHOD_AUTO, METHOD_TEMPORAL, METHOD_SPATIAL };
 #define REMOVE_REACH_DEFAULT 6
 #define REMOVE_REACH_MAX PFS_MAX_WINDOW
 /* Frames combined per pixel by the temporal fill. */
-#define REMOVE_CANDIDATES 3
+#define REMOVE_CANDIDATES 5
 /* Points per span when a spline path is flattened into segments. */
 #define SPLINE_STEPS 16
 /* Ring around the filled region whose values anchor the blend. */
@@ -763,13 +763,21 @@ static int temporal_from(const struct remove_uniforms *u, const struct pfs_op_fr
     return 0;
 }
 
-static float median3(float a, float b, float c)
+/* The median of n values (the mean of the middle two for even n). */
+static float median_of(float *v, int n)
 {
-    float lo = fminf(a, b), hi = fmaxf(a, b);
-    return fmaxf(lo, fminf(hi, c));
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            float t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Step 1's result per pixel: 1 where the temporal fill gave a value. */
+/* Step 1's result per pixel: 1 where the temporal fill gave a value. The
+ * per-channel median of the sources: robust to one or two bad ones, and
+ * steadier from frame to frame than any single source. */
 static void temporal_combine(struct work *k, uint8_t *filled)
 {
     size_t n = (size_t)k->w * (size_t)k->h;
@@ -780,33 +788,28 @@ static void temporal_combine(struct work *k, uint8_t *filled)
         const float *c = k->cand + p * REMOVE_CANDIDATES * 4;
         const float *ck = k->cand_kept + p * REMOVE_CANDIDATES;
         float *out = k->fill + 4 * p;
-        switch (k->ncand[p]) {
-        case 0:
+        int m = k->ncand[p];
+        if (m == 0) {
             if (k->fallback_kept[p] > 0) {
                 memcpy(out, k->fallback + 4 * p, 4 * sizeof *out);
                 k->kept[p] = k->fallback_kept[p];
                 filled[p] = 1;
             }
-            break;
-        case 1:
-            memcpy(out, c, 4 * sizeof *out);
-            k->kept[p] = ck[0];
-            filled[p] = 1;
-            break;
-        case 2:
-            for (int ch = 0; ch < 4; ch++)
-                out[ch] = 0.5f * (c[ch] + c[4 + ch]);
-            k->kept[p] = 0.25f * (ck[0] + ck[1]);
-            filled[p] = 1;
-            break;
-        default:
-            for (int ch = 0; ch < 4; ch++)
-                out[ch] = median3(c[ch], c[4 + ch], c[8 + ch]);
-            /* The median of three keeps about 0.45 of one's variance. */
-            k->kept[p] = 0.45f * (ck[0] + ck[1] + ck[2]) / 3;
-            filled[p] = 1;
-            break;
+            continue;
         }
+        float v[REMOVE_CANDIDATES];
+        for (int ch = 0; ch < 4; ch++) {
+            for (int i = 0; i < m; i++)
+                v[i] = c[4 * i + ch];
+            out[ch] = median_of(v, m);
+        }
+        float mean_kept = 0;
+        for (int i = 0; i < m; i++)
+            mean_kept += ck[i] / (float)m;
+        /* The share of one source's grain variance a median of m keeps:
+         * 1 for one, 1/2 for the mean of two, about pi / (2m) beyond. */
+        k->kept[p] = mean_kept * (m == 1 ? 1.0f : m == 2 ? 0.5f : fminf(1.0f, 1.5708f / (float)m));
+        filled[p] = 1;
     }
 }
 
