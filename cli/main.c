@@ -35,6 +35,7 @@
 #include "cache/cache.h"
 #include "cl/cl.h"
 #include "engine/engine.h"
+#include "engine/op.h"
 #include "fs/fs.h"
 #include "rules/rules.h"
 #include "util/log.h"
@@ -65,6 +66,7 @@ static void usage(FILE *out)
           "  platefs cache stats|clear [--cache DIR]\n"
           "  platefs cache merge SRC_CACHE... [--cache DIR] [--cache-size SIZE]\n"
           "  platefs devices\n"
+          "  platefs ops\n"
           "  platefs version\n"
           "\n"
           "SPEC: auto (a GPU if present, else the CPU), gpu, cpu, P:D (platform:device\n"
@@ -863,6 +865,55 @@ static int cmd_devices(void)
     return 0;
 }
 
+/* `ops`: every operation a rule file may name, with its parameters, as a
+ * coordinator writing rules needs them: type, range and unit, default,
+ * keyframable or not, and one sentence each. Read from the descriptors, so
+ * it is always what the parser accepts. */
+static int cmd_ops(void)
+{
+    static const char *const types[] = {"number", "vector", "choice", "switch", "points"};
+    for (int i = 0; pfs_op_registry[i]; i++) {
+        const struct pfs_op_desc *d = pfs_op_registry[i];
+        printf("%s%s\n  %s\n", i ? "\n" : "", d->name, d->summary);
+        if (d->reads_before || d->reads_after)
+            printf("  reads neighbouring frames: comes before other ops in ops:\n");
+        for (int k = 0; k < d->nparams; k++) {
+            const struct pfs_param_desc *p = &d->params[k];
+            const char *unit = p->unit ? p->unit : "";
+            printf("  %-20s %s", p->name, types[p->type]);
+            switch (p->type) {
+            case PFS_PARAM_NUMBER:
+                printf(" %g..%g%s%s, default %g", p->min, p->max, *unit ? " " : "", unit,
+                       p->def[0]);
+                break;
+            case PFS_PARAM_VEC:
+                printf(" of %d in %g..%g%s%s, default [", p->ncomp, p->min, p->max,
+                       *unit ? " " : "", unit);
+                for (int c = 0; c < p->ncomp; c++)
+                    printf("%s%g", c ? ", " : "", p->def[c]);
+                printf("]");
+                break;
+            case PFS_PARAM_ENUM:
+                printf(" (");
+                for (int c = 0; p->choices[c]; c++)
+                    printf("%s%s", c ? "|" : "", p->choices[c]);
+                printf("), default %s", p->choices[(int)p->def[0]]);
+                break;
+            case PFS_PARAM_BOOL:
+                printf(", default %s", p->def[0] ? "true" : "false");
+                break;
+            case PFS_PARAM_POINTS:
+                printf(", %d to %d [x, y]%s%s", p->ncomp, PFS_PARAM_MAX_POINTS,
+                       *unit ? " " : "", unit);
+                break;
+            }
+            printf("%s%s\n      %s\n", p->required ? ", required" : "",
+                   p->keyframable ? ", keyframable" : "", p->help ? p->help : "");
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -897,6 +948,8 @@ int main(int argc, char **argv)
         return cmd_cache(&p);
     if (strcmp(cmd, "devices") == 0)
         return cmd_devices();
+    if (strcmp(cmd, "ops") == 0)
+        return cmd_ops();
     fprintf(stderr, "platefs: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

@@ -66,6 +66,11 @@ ops:
 YAML
 
 out=$("$PLATEFS" check "$RULES" --dailies "$DAILIES" 2>&1) || fail "check failed: $out"
+# What a coordinator writing these rules looks up.
+out=$("$PLATEFS" ops) || fail "platefs ops failed"
+grep -q "^  path  *points, 2 to 64 \[x, y\] px, required, keyframable" <<<"$out" ||
+    fail "platefs ops does not describe wire_remove's path: $out"
+grep -q "^object_remove" <<<"$out" || fail "platefs ops lacks object_remove"
 # The same wire with a protected region across its path from 1004 on.
 mkdir -p "$WORK/protected"
 sed 's/rect: \[560, 0, 640, 360\]/rect: [270, 100, 330, 200]\n    frames: 1004-1008/' \
