@@ -477,6 +477,15 @@ static int dilate(uint8_t *m, int w, int h, int r)
     return 0;
 }
 
+/* Gives up on a work area that could not be set up: freed and empty. */
+static int work_fail(struct work *k, int rc, pfs_error *err)
+{
+    pfs_error_set(err, rc, "no memory for a %dx%d fill", k->w, k->h);
+    work_free(k);
+    k->w = 0;
+    return rc;
+}
+
 /* The matte and the region around it; k->w == 0 when the matte is empty. */
 static int work_open(const struct remove_uniforms *u, const struct pfs_image *in, struct work *k,
                      pfs_error *err)
@@ -509,12 +518,12 @@ static int work_open(const struct remove_uniforms *u, const struct pfs_image *in
     k->cand_kept = malloc(n * REMOVE_CANDIDATES * sizeof *k->cand_kept);
     k->fallback = malloc(n * 4 * sizeof *k->fallback);
     k->fallback_kept = calloc(n, sizeof *k->fallback_kept);
-    if (!k->alpha || !k->region || !k->src || !k->fill || !k->kept || !k->ncand || !k->cand ||
-        !k->cand_kept || !k->fallback || !k->fallback_kept) {
+    uint8_t *grown = malloc(n);
+    if (!grown || !k->alpha || !k->region || !k->src || !k->fill || !k->kept || !k->ncand ||
+        !k->cand || !k->cand_kept || !k->fallback || !k->fallback_kept) {
         free(matte);
-        work_free(k);
-        k->w = 0;
-        return pfs_error_set(err, ENOMEM, "no memory for a %dx%d fill", k->w, k->h);
+        free(grown);
+        return work_fail(k, ENOMEM, err);
     }
     for (int y = 0; y < k->h; y++) {
         for (int x = 0; x < k->w; x++) {
@@ -528,24 +537,13 @@ static int work_open(const struct remove_uniforms *u, const struct pfs_image *in
     }
     free(matte);
     /* The ring: pixels within BLEND_RING of the matte. */
-    uint8_t *grown = malloc(n);
-    if (!grown) {
-        work_free(k);
-        k->w = 0;
-        return pfs_error_set(err, ENOMEM, "no memory for a fill");
-    }
     memcpy(grown, k->region, n);
     int rc = dilate(grown, k->w, k->h, BLEND_RING);
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (grown[i] && !k->region[i])
             k->region[i] = 2;
     free(grown);
-    if (rc) {
-        work_free(k);
-        k->w = 0;
-        return pfs_error_set(err, rc, "no memory for a fill");
-    }
-    return 0;
+    return rc ? work_fail(k, rc, err) : 0;
 }
 
 /* Forward-backward disagreement allowed, in plate pixels: a pixel, plus a
